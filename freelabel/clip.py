@@ -1,0 +1,401 @@
+"""Loading CLIP models through open_clip's own registry, and encoding images and label texts with them.
+
+Weights come from one of:
+- an open_clip model name and pretrained tag (``ViT-B-16`` + ``openai``), fetched into the cache unless offline;
+- a Hugging Face hub id (``hf-hub:org/repo``) holding ``open_clip_config.json`` and weights;
+- a local checkpoint file (``--pretrained path.safetensors``) or an open_clip folder (``local-dir:/path``);
+- the bundled toy model ``freelabel-toy`` (no download ever).
+
+safetensors files are preferred; pickled checkpoints are read only with ``torch.load(weights_only=True)``.
+Missing weights in offline mode raise ``WeightsNotFoundError``, whose message says what was looked for and
+which file to place where.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.pretrained import download_pretrained_from_url, get_pretrained_cfg, list_pretrained_tags_by_model
+
+from freelabel.errors import FreelabelError
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+BUNDLED_WEIGHTS_DIR = Path(__file__).parent / "toy" / "weights"
+TOY_MODEL = "freelabel-toy"
+# Models whose weights ship inside the package: name -> (pretrained tag, file).
+BUNDLED: dict[str, tuple[str, Path]] = {TOY_MODEL: ("freelabel", BUNDLED_WEIGHTS_DIR / "freelabel-toy.safetensors")}
+RANDOM_INIT = "random"  # the pretrained value that asks for random initialisation (speed benchmarks, tests)
+CACHE_ENV = "FREELABEL_CACHE_DIR"
+OFFLINE_ENV = "FREELABEL_OFFLINE"
+HF_CONFIG_NAME = "open_clip_config.json"
+# Checkpoint names in an open_clip folder or hub repo, most preferred first.
+CHECKPOINT_NAMES = ("open_clip_model.safetensors", "model.safetensors", "open_clip_pytorch_model.bin",
+                    "pytorch_model.bin", "open_clip_pytorch_model.pth", "model.pth")
+
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+# CLIP's prompt ensemble, shortened to the templates that carry most of its gain.
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.", "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",
+    "a rendering of a {}.", "graffiti of a {}.", "a cropped photo of the {}.", "a tattoo of a {}.",
+    "a bright photo of a {}.", "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.",
+    "a drawing of a {}.", "a photo of my {}.", "a photo of the cool {}.", "a close-up photo of a {}.",
+    "a black and white photo of the {}.", "a painting of the {}.", "a pixelated photo of the {}.",
+    "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.", "a photo of the {}.", "a good photo of the {}.",
+    "a photo of one {}.", "a close-up photo of the {}.", "a photo of a large {}.", "a photo of a small {}.",
+    "itap of a {}.", "a photo of the large {}.", "a photo of the small {}.", "art of the {}.", "a {}.",
+)
+# Models trained on other captions get their own templates.
+MODEL_TEMPLATES: dict[str, tuple[str, ...]] = {
+    TOY_MODEL: ("a photo of a {}.", "a picture of a {}.", "a {}.", "an image with a {}."),
+}
+
+
+class WeightsNotFoundError(FreelabelError, FileNotFoundError):
+    """The requested weights are neither on disk nor obtainable (offline, or the download failed)."""
+
+
+class UnsafeCheckpointError(FreelabelError):
+    """A pickled checkpoint holds objects beyond plain tensors, so it is refused."""
+
+
+class IncompatibleWeightsError(FreelabelError):
+    """A checkpoint does not fit the requested architecture."""
+
+
+class UnknownModelError(FreelabelError, KeyError):
+    """The model name is not in open_clip's registry, or the pretrained tag is unknown for it."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass
+class ClipConfig:
+    """Which CLIP to load and where. Saved beside every output that a model produced."""
+
+    model: str = "ViT-B-16"  # open_clip model name, 'hf-hub:org/repo', 'local-dir:/path' or 'freelabel-toy'
+    pretrained: str | None = None  # tag, checkpoint file or folder; None = the model's default; 'random' = none
+    device: str = "cpu"  # torch device for the model
+    cache_dir: str | None = None  # weight cache; None = $FREELABEL_CACHE_DIR, else the hub's and open_clip's own
+    offline: bool | None = None  # never download; None = $FREELABEL_OFFLINE or $HF_HUB_OFFLINE
+
+
+@dataclass
+class ClipSource:
+    """Where a model's architecture and weights come from, resolved to local paths."""
+
+    open_clip_name: str  # name handed to open_clip.create_model: a registry name or ``local-dir:<path>``
+    checkpoint: Path | None  # weights file to load; None for random initialisation
+    description: str  # what the user asked for, for messages and manifests
+
+
+@dataclass
+class LoadedClip:
+    """A CLIP model ready for inference, with what is needed to feed it.
+
+    model: the open_clip model in eval mode. tokenizer: open_clip's tokenizer for it. mean, std: per-channel
+    normalisation of RGB in [0, 1]. image_size: (H, W) the model was trained at. templates: prompt templates.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    pretrained: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: tuple[int, int]
+    templates: tuple[str, ...]
+    _text_cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_model(cls, net: torch.nn.Module, name: str, pretrained: str, open_clip_name: str | None = None
+                   ) -> "LoadedClip":
+        """Wrap an open_clip model (put in eval mode) made by ``open_clip.create_model(open_clip_name or name)``."""
+        preprocess = open_clip.get_model_preprocess_cfg(net)
+        size = preprocess.get("size", net.visual.image_size)
+        return cls(
+            model=net.eval(),
+            tokenizer=open_clip.get_tokenizer(open_clip_name or name),
+            name=name,
+            pretrained=pretrained,
+            mean=tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            std=tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),
+            image_size=(size, size) if isinstance(size, int) else tuple(size),
+            templates=MODEL_TEMPLATES.get(name, DEFAULT_TEMPLATES),
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def images_to_tensor(self, images: np.ndarray | Sequence[np.ndarray], size: tuple[int, int] | None = None
+                         ) -> torch.Tensor:
+        """Normalise RGB images for the model.
+
+        images: (N, H, W, 3) uint8, or a list of (H, W, 3) uint8 arrays (sizes may differ). size: (H, W) to
+        resize each to (bilinear, antialiased); by default the model's own image size. Returns (N, 3, H', W')
+        float32 on the model's device.
+        """
+        size = tuple(size or self.image_size)
+        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        tensors = []
+        for image in images:
+            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected (H, W, 3) uint8 images, got shape {image.shape} dtype {image.dtype}")
+            x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255
+            if tuple(x.shape[-2:]) != size:
+                x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            tensors.append(x)
+        if not tensors:
+            raise ValueError("no images given")
+        return (torch.cat(tensors) - mean) / std
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Global image embeddings: images (N, 3, H, W) from ``images_to_tensor`` -> (N, D) float32, unit norm."""
+        return F.normalize(self.model.encode_image(images).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_labels(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
+        """Text embeddings of labels, each the renormalised mean over prompt templates.
+
+        Returns (K, D) float32 with unit rows, one per label; cached per (label, templates), so repeated
+        queries cost nothing.
+        """
+        templates = tuple(templates or self.templates)
+        missing = [label for label in dict.fromkeys(labels) if (label, templates) not in self._text_cache]
+        if missing:
+            prompts = [template.format(label) for label in missing for template in templates]
+            tokens = self.tokenizer(prompts).to(self.device)
+            embeddings = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            embeddings = embeddings.view(len(missing), len(templates), -1).mean(dim=1)
+            for label, embedding in zip(missing, F.normalize(embeddings, dim=-1)):
+                self._text_cache[(label, templates)] = embedding
+        return torch.stack([self._text_cache[(label, templates)] for label in labels])
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    """Offline mode: the argument if given, else ``FREELABEL_OFFLINE`` or ``HF_HUB_OFFLINE`` from the environment."""
+    if offline is not None:
+        return offline
+    return _truthy(os.environ.get(OFFLINE_ENV)) or _truthy(os.environ.get("HF_HUB_OFFLINE"))
+
+
+def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> str | None:
+    """The cache folder: the argument, else ``FREELABEL_CACHE_DIR``, else None (the hub's and open_clip's own)."""
+    value = cache_dir or os.environ.get(CACHE_ENV)
+    return str(value) if value else None
+
+
+def _checkpoint_in_dir(folder: Path) -> Path | None:
+    for name in CHECKPOINT_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _not_found(what: str, fix: str, reason: str | None = None) -> WeightsNotFoundError:
+    because = f" ({reason})" if reason else ""
+    return WeightsNotFoundError(f"Could not find the CLIP weights for {what}{because}. {fix}")
+
+
+def _hub_file(repo_id: str, filenames: Sequence[str], cache_dir: str | None, offline: bool) -> Path:
+    """The first of ``filenames`` in hub repo ``repo_id``: from the cache, or downloaded unless offline."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    for filename in filenames:
+        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+        if isinstance(cached, str) and os.path.isfile(cached):
+            return Path(cached)
+    where = f"the Hugging Face cache ({cache_dir or 'HF_HOME, default ~/.cache/huggingface'})"
+    fix = (f"Download '{filenames[0]}' from the hub repo '{repo_id}' on a machine with internet access (for example "
+           f"`huggingface-cli download {repo_id} {filenames[0]}`) and copy that cache folder here, point "
+           f"--cache-dir / {CACHE_ENV} at it, or pass the file itself with --pretrained PATH.")
+    if offline:
+        raise _not_found(f"hub repo '{repo_id}'", fix, f"offline mode; looked for {', '.join(filenames)} in {where}")
+    errors = []
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir))
+        except Exception as error:  # the hub client raises many types; all mean "not obtained"
+            errors.append(f"{filename}: {type(error).__name__}")
+    raise _not_found(f"hub repo '{repo_id}'", fix, "download failed: " + "; ".join(errors))
+
+
+def _hub_folder(repo_id: str, cache_dir: str | None, offline: bool) -> tuple[str, Path]:
+    config = _hub_file(repo_id, [HF_CONFIG_NAME], cache_dir, offline)
+    checkpoint = _hub_file(repo_id, CHECKPOINT_NAMES[:3], cache_dir, offline)
+    return f"local-dir:{config.parent}", checkpoint
+
+
+def _tag_checkpoint(name: str, tag: str, cache_dir: str | None, offline: bool) -> Path:
+    """The checkpoint for an open_clip pretrained tag, from the cache or downloaded unless offline."""
+    cfg = get_pretrained_cfg(name, tag)
+    if cfg.get("hf_hub"):
+        repo_id, filename = _split_hub(cfg["hf_hub"])
+        names = [filename] if filename else []
+        names += [n for n in CHECKPOINT_NAMES[:3] if n not in names]
+        return _hub_file(repo_id, names, cache_dir, offline)
+    url = cfg.get("url", "")
+    if not url:
+        raise _not_found(f"'{name}' tag '{tag}'", "open_clip lists no download location for this tag; pass the "
+                         "checkpoint with --pretrained PATH.")
+    folder = cache_dir or os.path.expanduser("~/.cache/clip")
+    target = Path(folder) / os.path.basename(url)
+    if target.is_file():
+        return target
+    fix = (f"Download {url} on a machine with internet access and place it at {target} (or point --cache-dir / "
+           f"{CACHE_ENV} at its folder), or pass the file itself with --pretrained PATH.")
+    if offline:
+        raise _not_found(f"'{name}' tag '{tag}'", fix, f"offline mode; looked for {target}")
+    try:
+        return Path(download_pretrained_from_url(url, cache_dir=folder))
+    except Exception as error:
+        raise _not_found(f"'{name}' tag '{tag}'", fix, f"download failed: {type(error).__name__}") from None
+
+
+def _split_hub(hf_hub: str) -> tuple[str, str]:
+    """open_clip writes hub locations as ``org/repo/`` or ``org/repo/filename``."""
+    parts = hf_hub.strip("/").split("/")
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def resolve_source(model: str, pretrained: str | None = None, cache_dir: str | os.PathLike | None = None,
+                   offline: bool | None = None) -> ClipSource:
+    """Resolve a model name and pretrained value to an open_clip name and a local checkpoint path.
+
+    model: an open_clip registry name (``ViT-B-16``), ``hf-hub:org/repo``, ``local-dir:/path`` or a folder path.
+    pretrained: None for the model's default weights (bundled, or open_clip's first tag); a tag; a checkpoint
+    file or folder; or ``"random"`` for random initialisation. Raises ``WeightsNotFoundError`` or
+    ``UnknownModelError`` with a message that says how to fix it.
+    """
+    cache = default_cache_dir(cache_dir)
+    offline = is_offline(offline)
+    if model.startswith("hf-hub:"):
+        repo_id = model[len("hf-hub:"):]
+        name, checkpoint = _hub_folder(repo_id, cache, offline)
+        return ClipSource(name, checkpoint, model)
+    if model.startswith("local-dir:") or os.path.isdir(model):
+        folder = Path(model[len("local-dir:"):] if model.startswith("local-dir:") else model)
+        if not (folder / HF_CONFIG_NAME).is_file():
+            raise _not_found(f"folder '{folder}'", f"An open_clip model folder holds {HF_CONFIG_NAME} and one of "
+                             f"{', '.join(CHECKPOINT_NAMES)}.", f"no {HF_CONFIG_NAME} there")
+        checkpoint = _checkpoint_in_dir(folder)
+        if checkpoint is None:
+            raise _not_found(f"folder '{folder}'", f"Place one of {', '.join(CHECKPOINT_NAMES)} in it.",
+                             "no checkpoint file there")
+        return ClipSource(f"local-dir:{folder}", checkpoint, model)
+    if model not in open_clip.list_models():
+        raise UnknownModelError(f"Unknown model '{model}'. Use an open_clip model name (e.g. ViT-B-16; "
+                                f"`python -c 'import open_clip; print(open_clip.list_models())'` lists them), "
+                                f"'hf-hub:org/repo', 'local-dir:/path', or '{TOY_MODEL}'.")
+    if pretrained == RANDOM_INIT:
+        return ClipSource(model, None, f"{model} (random init)")
+    if model in BUNDLED and pretrained in (None, BUNDLED[model][0]):
+        tag, path = BUNDLED[model]
+        if not path.is_file():
+            raise _not_found(f"'{model}' tag '{tag}'", f"The package ships it at {path}; reinstall freelabel "
+                             "or retrain it with `freelabel toy train-clip`.", "file missing")
+        return ClipSource(model, path, f"{model}:{tag}")
+    tags = list_pretrained_tags_by_model(model)
+    if pretrained is None:
+        if not tags:
+            raise UnknownModelError(f"Model '{model}' has no pretrained tag in open_clip; pass --pretrained with a "
+                                    f"checkpoint file, or '{RANDOM_INIT}' for random weights.")
+        pretrained = tags[0]
+    if pretrained in tags:
+        return ClipSource(model, _tag_checkpoint(model, pretrained, cache, offline), f"{model}:{pretrained}")
+    path = Path(pretrained)
+    if path.is_dir():
+        checkpoint = _checkpoint_in_dir(path)
+        if checkpoint is None:
+            raise _not_found(f"'{model}' in folder '{path}'", f"Place one of {', '.join(CHECKPOINT_NAMES)} in it.")
+        return ClipSource(model, checkpoint, f"{model}:{checkpoint}")
+    if path.suffix in {".safetensors", ".bin", ".pt", ".pth"} or os.sep in pretrained:
+        if not path.is_file():
+            raise _not_found(f"'{model}'", f"Check the path, or use one of its tags: {', '.join(tags) or 'none'}.",
+                             f"no file at {path}")
+        return ClipSource(model, path, f"{model}:{path}")
+    raise UnknownModelError(f"Unknown pretrained tag '{pretrained}' for '{model}'. Known tags: "
+                            f"{', '.join(tags) or 'none'}; or pass a checkpoint file or folder.")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's tensors: safetensors directly, pickles only with ``torch.load(weights_only=True)``.
+
+    Accepts plain state dicts and ``{"state_dict": ...}`` wrappers (``module.`` prefixes are removed).
+    Raises ``UnsafeCheckpointError`` for pickles that need arbitrary code to load.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise UnsafeCheckpointError(
+                f"Refusing to load {path}: it is a pickle that holds more than tensors, and freelabel only reads "
+                f"pickled checkpoints with torch.load(weights_only=True). Convert it to safetensors on a machine "
+                f"you trust. ({str(error).splitlines()[0]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise IncompatibleWeightsError(f"{path} does not hold a state dict of tensors.")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike, description: str) -> None:
+    """Load a checkpoint into ``model`` strictly; a mismatch raises ``IncompatibleWeightsError``."""
+    state = read_state_dict(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+    if missing or unexpected or wrong_shape:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong_shape:
+            k = wrong_shape[0]
+            details.append(f"{len(wrong_shape)} of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                           f"{tuple(expected[k].shape)} in the model)")
+        raise IncompatibleWeightsError(f"The checkpoint {path} does not fit {description}: " + "; ".join(details)
+                                       + ". Check that --model names the architecture the weights were trained for.")
+    model.load_state_dict(state)
+
+
+def load_clip(model: str | ClipConfig = "ViT-B-16", pretrained: str | None = None, *,
+              device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
+              offline: bool | None = None) -> LoadedClip:
+    """Build a CLIP model from open_clip's registry and load its weights (see ``resolve_source``).
+
+    model: a model name, or a ``ClipConfig`` (then the other arguments are ignored).
+    Returns a ``LoadedClip`` in eval mode on ``device``.
+    """
+    if isinstance(model, ClipConfig):
+        model, pretrained, device, cache_dir, offline = (model.model, model.pretrained, model.device,
+                                                         model.cache_dir, model.offline)
+    source = resolve_source(model, pretrained, cache_dir, offline)
+    net = open_clip.create_model(source.open_clip_name, pretrained=None, load_weights=False, device="cpu",
+                                 cache_dir=default_cache_dir(cache_dir))
+    if source.checkpoint is not None:
+        load_weights(net, source.checkpoint, source.description)
+    return LoadedClip.from_model(net.to(device), model, source.description, source.open_clip_name)

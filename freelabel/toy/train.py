@@ -1,0 +1,165 @@
+"""Training the toy CLIP contrastively on toy scenes, within a wall-clock budget on a CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.loss import ClipLoss
+from tqdm import tqdm
+
+from freelabel.clip import TOY_MODEL, LoadedClip
+from freelabel.io import atomic_path, provenance
+from freelabel.toy.evaluate import zero_shot_report
+from freelabel.toy.world import ToyWorldConfig, scenes
+
+
+@dataclass
+class ToyClipTrainConfig:
+    """How the toy CLIP is trained. Defaults reproduce the committed weights."""
+
+    model: str = TOY_MODEL  # open_clip model name (its config decides the architecture)
+    seed: int = 0  # scene stream used for training, and the torch seed
+    val_seed: int = 1  # scene stream for the validation curve (never used for training)
+    pool_size: int = 40_000  # scenes rendered before training; each is seen under 8 flips/rotations
+    single_object_fraction: float = 0.4  # share of pool scenes with one object (the rest have 2-4)
+    batch_size: int = 64  # images (and captions) per contrastive step
+    lr: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.1  # AdamW weight decay on matrices (not on gains, biases, embeddings)
+    warmup_fraction: float = 0.03  # share of the budget spent warming the learning rate up linearly
+    budget_minutes: float = 21.0  # wall-clock training time; the cosine schedule is laid over it
+    eval_every_minutes: float = 1.0  # how often the validation curve gets a point
+    val_scenes: int = 300  # single-object validation scenes per curve point
+    render_workers: int = 2  # processes rendering the pool
+    threads: int = 2  # torch threads for training
+
+
+def _render_chunk(args: tuple[int, int, int, int | None]) -> tuple[np.ndarray, list[str]]:
+    seed, start, count, n_objects = args
+    chunk = list(scenes(seed, count, ToyWorldConfig(), n_objects=n_objects, start=start))
+    return np.stack([s.image for s in chunk]), [s.caption for s in chunk]
+
+
+def render_pool(config: ToyClipTrainConfig) -> tuple[np.ndarray, list[str]]:
+    """Render the training pool: (N, H, W, 3) uint8 images and their captions. Single-object scenes come from
+    indices [0, n1) of the training stream, multi-object ones from [10**7, ...) of it, so none repeat."""
+    n_single = int(config.pool_size * config.single_object_fraction)
+    jobs, chunk = [], 1000
+    for start in range(0, n_single, chunk):
+        jobs.append((config.seed, start, min(chunk, n_single - start), 1))
+    for start in range(0, config.pool_size - n_single, chunk):
+        jobs.append((config.seed, 10**7 + start, min(chunk, config.pool_size - n_single - start), None))
+    with multiprocessing.get_context("spawn").Pool(config.render_workers) as pool:
+        parts = list(tqdm(pool.imap(_render_chunk, jobs), total=len(jobs), desc="rendering scenes", leave=False))
+    return np.concatenate([p[0] for p in parts]), [c for p in parts for c in p[1]]
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random flip/rotation (one of 8) per image: shapes, colours and textures keep their names."""
+    out = torch.empty_like(images)
+    choices = torch.randint(0, 8, (len(images),), generator=generator)
+    for i, choice in enumerate(choices.tolist()):
+        image = torch.rot90(images[i], choice % 4, dims=(1, 2))
+        out[i] = image.flip(2) if choice >= 4 else image
+    return out
+
+
+def _learning_rate(config: ToyClipTrainConfig, progress: float) -> float:
+    if progress < config.warmup_fraction:
+        return config.lr * progress / config.warmup_fraction
+    rest = (progress - config.warmup_fraction) / (1 - config.warmup_fraction)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(rest, 1.0)))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        matrix = param.ndim >= 2 and "embedding" not in name and "token" not in name
+        (decay if matrix else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None) -> dict:
+    """Train the toy CLIP and write, atomically, into ``out_dir``:
+    ``<model>.safetensors`` (float16 weights), ``<model>.json`` (this config, the model config and versions)
+    and ``<model>-curve.json`` (validation top-1 and per-attribute accuracy over training time).
+
+    Returns the training record (the content of the curve file).
+    """
+    from safetensors.torch import save_file
+
+    config = config or ToyClipTrainConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    started = time.monotonic()
+    images, captions = render_pool(config)
+    render_seconds = time.monotonic() - started
+    model = open_clip.create_model(config.model, pretrained=None, load_weights=False)
+    tokenizer = open_clip.get_tokenizer(config.model)
+    tokens = tokenizer(captions)
+    pool = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    clip = LoadedClip.from_model(model, config.model, "training")
+    mean = torch.tensor(clip.mean).view(1, 3, 1, 1)
+    std = torch.tensor(clip.std).view(1, 3, 1, 1)
+    val = list(scenes(config.val_seed, config.val_scenes, ToyWorldConfig(), n_objects=1))
+    loss_fn = ClipLoss()
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
+    generator = torch.Generator().manual_seed(config.seed)
+    budget = config.budget_minutes * 60
+    curve: list[dict] = []
+
+    def evaluate(step: int, seconds: float, loss: float) -> None:
+        clip._text_cache.clear()  # the text tower changed since the last point
+        report = zero_shot_report(clip, val)
+        curve.append({"step": step, "minutes": round(seconds / 60, 2), "loss": round(loss, 4),
+                      **{k: round(v, 4) for k, v in report.items()}})
+        tqdm.write(json.dumps(curve[-1]))
+        model.train()
+
+    train_start = time.monotonic()
+    next_eval, step, running_loss = config.eval_every_minutes * 60, 0, float("nan")
+    progress_bar = tqdm(total=int(budget), desc="training toy CLIP", unit="s", leave=False)
+    model.train()
+    while (elapsed := time.monotonic() - train_start) < budget:
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(config, elapsed / budget)
+        index = torch.randint(0, len(pool), (config.batch_size,), generator=generator)
+        batch = (_augment(pool[index], generator).float().div_(255) - mean) / std
+        image_features, text_features, logit_scale = model(batch, tokens[index])[:3]
+        loss = loss_fn(image_features, text_features, logit_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        running_loss = loss.item() if math.isnan(running_loss) else 0.95 * running_loss + 0.05 * loss.item()
+        progress_bar.update(int(elapsed) - progress_bar.n)
+        if elapsed >= next_eval:
+            evaluate(step, elapsed, running_loss)
+            next_eval += config.eval_every_minutes * 60
+    progress_bar.close()
+    evaluate(step, time.monotonic() - train_start, running_loss)
+
+    record = {"config": asdict(config), "render_seconds": round(render_seconds, 1),
+              "train_seconds": round(time.monotonic() - train_start, 1), "steps": step, "curve": curve}
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / f"{config.model}.safetensors") as tmp:
+        save_file(state, str(tmp))
+    description = {"train_config": asdict(config), "model_config": open_clip.get_model_config(config.model),
+                   **provenance()}
+    for name, content in ((f"{config.model}.json", description), (f"{config.model}-curve.json", record)):
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_text(json.dumps(content, indent=2) + "\n")
+    return record

@@ -1,0 +1,68 @@
+"""Predicting image-level labels for a folder of images over an open vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from freelabel.classify import label_probabilities, label_similarities
+from freelabel.clip import ClipConfig, load_clip
+from freelabel.errors import FreelabelError
+from freelabel.io import ImageReadError, list_images, provenance, read_image, write_json
+
+
+@dataclass
+class ClassifyConfig:
+    """How images are given labels. Saved as ``config.json`` beside the predictions."""
+
+    clip: ClipConfig = field(default_factory=ClipConfig)  # which CLIP scores the labels
+    top_k: int = 3  # labels kept per image (the most probable first)
+    min_probability: float = 0.0  # a kept label needs at least this probability (softmax over the vocabulary)
+    batch_size: int = 32  # images per encoder pass
+
+
+def classify_folder(images_dir: str | Path, vocabulary: list[str], out: str | Path,
+                    config: ClassifyConfig | None = None) -> dict[str, list[str]]:
+    """Score every image below ``images_dir`` against ``vocabulary`` and write to ``out``:
+    ``labels.json`` (image -> kept labels, the input format of ``freelabel generate``), ``scores.json``
+    (image -> {label: probability}), ``failed.json`` (image -> why it could not be read) and ``config.json``.
+
+    Unreadable images are reported and skipped. Returns the kept labels per image.
+    """
+    config = config or ClassifyConfig()
+    if not vocabulary:
+        raise FreelabelError("the label vocabulary is empty")
+    if config.top_k < 1:
+        raise FreelabelError(f"top_k must be at least 1, got {config.top_k}")
+    images_dir, out = Path(images_dir), Path(out)
+    clip = load_clip(config.clip)
+    names = [str(p) for p in list_images(images_dir)]
+    if not names:
+        raise FreelabelError(f"no images found below {images_dir}")
+    labels, scores, failed = {}, {}, {}
+    for start in tqdm(range(0, len(names), config.batch_size), desc="classifying", unit="batch"):
+        batch_names, batch = [], []
+        for name in names[start:start + config.batch_size]:
+            try:
+                image = read_image(images_dir / name)
+            except ImageReadError as error:
+                failed[name] = str(error)
+                continue
+            batch_names.append(name)
+            batch.append(image)
+        if not batch:
+            continue
+        probabilities = label_probabilities(clip, label_similarities(clip, batch, vocabulary))
+        for name, row in zip(batch_names, probabilities):
+            order = np.argsort(-row)[:config.top_k]
+            labels[name] = [vocabulary[k] for k in order if row[k] >= config.min_probability]
+            scores[name] = {vocabulary[k]: round(float(row[k]), 5) for k in np.argsort(-row)}
+    write_json(out / "labels.json", labels)
+    write_json(out / "scores.json", scores)
+    write_json(out / "failed.json", failed)
+    write_json(out / "config.json", {"config": asdict(config), "images": str(images_dir),
+                                     "vocabulary": vocabulary, **provenance()})
+    return labels

@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny open_clip models registered for tests (no downloads), and the shared real datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import open_clip
+import pytest
+
+TEST_MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(TEST_MODEL_CONFIGS)
+TEST_MODELS = sorted(p.stem for p in TEST_MODEL_CONFIGS.glob("*.json"))
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """``../shared/datasets`` beside the checkout. Absent: skipped with a message, but a failure under CI."""
+    if not SHARED_DATASETS.is_dir():
+        message = f"real datasets not found at {SHARED_DATASETS} (they live beside the checkout, never in it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + "; CI must have them")
+        pytest.skip(message)
+    return SHARED_DATASETS

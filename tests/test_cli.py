@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from cli import main
+from freelabel.io import read_classes, read_image, read_mask, write_image
+from freelabel.toy.world import CLASS_NAMES, scenes
+
+
+def test_toy_scenes_writes_the_dataset_layout(tmp_path):
+    result = CliRunner().invoke(main, ["toy", "scenes", "--seed", "5", "--n", "3", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert read_classes(tmp_path / "classes.txt") == ["background", *CLASS_NAMES]
+    labels = json.loads((tmp_path / "labels.json").read_text())
+    captions = json.loads((tmp_path / "captions.json").read_text())
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["seed"] == 5 and config["world"]["image_size"] == 64 and "versions" in config
+    for name, scene in zip(sorted(labels), scenes(5, 3)):
+        assert np.array_equal(read_image(tmp_path / "images" / name), scene.image)
+        assert np.array_equal(read_mask(tmp_path / "masks" / name), scene.mask)
+        assert labels[name] == scene.labels and captions[name] == scene.caption
+
+
+def test_toy_clips_writes_frames_and_masks(tmp_path):
+    args = ["toy", "clips", "--seed", "1", "--n", "2", "--frames", "16", "--size", "48", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "images" / "clip0001").glob("*.png"))) == 16
+    assert read_mask(tmp_path / "masks" / "clip0000" / "00015.png").shape == (48, 48)
+    assert len(json.loads((tmp_path / "labels.json").read_text())) == 32
+
+
+def test_bad_world_option_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["toy", "scenes", "--seed", "1", "--n", "1", "--size", "4", "--out",
+                                       str(tmp_path)])
+    assert result.exit_code == 2 and "image_size" in result.output
+
+
+def test_missing_weights_offline_is_one_message_not_a_traceback(tmp_path):
+    (tmp_path / "images").mkdir()
+    result = CliRunner().invoke(main, ["classify", str(tmp_path / "images"), "--labels", "cat,dog", "--out",
+                                       str(tmp_path / "out"), "--model", "ViT-B-16", "--pretrained", "openai",
+                                       "--offline", "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 1
+    assert "Could not find the CLIP weights" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_classify_reports_corrupt_images_and_labels_the_rest(tmp_path):
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    for i, scene in enumerate(scenes(3, 2)):
+        write_image(images / "sub" / f"{i}.png", scene.image)
+    (images / "broken.jpg").write_bytes(b"definitely not a jpeg")
+    result = CliRunner().invoke(main, ["classify", str(images), "--labels", "red circle,blue square,cat",
+                                       "--out", str(tmp_path / "out"), "--model", "test-tiny-vit",
+                                       "--pretrained", "random", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    labels = json.loads((tmp_path / "out" / "labels.json").read_text())
+    failed = json.loads((tmp_path / "out" / "failed.json").read_text())
+    assert sorted(labels) == ["sub/0.png", "sub/1.png"] and all(len(v) == 2 for v in labels.values())
+    assert list(failed) == ["broken.jpg"]
+    scores = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert abs(sum(scores["sub/0.png"].values()) - 1) < 1e-3
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["config"]["clip"]["model"] == "test-tiny-vit" and config["config"]["top_k"] == 2

@@ -1,0 +1,123 @@
+import pickle
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from conftest import TEST_MODELS
+from safetensors.torch import save_file
+
+from freelabel.clip import (TOY_MODEL, IncompatibleWeightsError, UnknownModelError, UnsafeCheckpointError,
+                            WeightsNotFoundError, load_clip, resolve_source)
+
+
+@pytest.mark.parametrize("name", [*TEST_MODELS, TOY_MODEL])
+def test_every_registered_model_runs_forward(name):
+    clip = load_clip(name, "random")
+    images = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
+    x = clip.images_to_tensor(images)
+    assert x.shape == (2, 3, *clip.image_size)
+    image_features = clip.encode_images(x)
+    text_features = clip.encode_labels(["red circle", "cat"])
+    dim = open_clip.get_model_config(name)["embed_dim"]
+    assert image_features.shape == (2, dim) and text_features.shape == (2, dim)
+    assert torch.isfinite(image_features).all() and torch.isfinite(text_features).all()
+    assert torch.allclose(image_features.norm(dim=-1), torch.ones(2), atol=1e-4)
+
+
+def test_text_embeddings_are_cached_per_label():
+    clip = load_clip("test-tiny-vit", "random")
+    first = clip.encode_labels(["a", "b"])
+    calls = []
+    clip.model.encode_text = lambda *args, **kwargs: calls.append(1)  # would break if called again
+    assert torch.equal(clip.encode_labels(["b", "a"]), first.flip(0))
+    assert not calls
+
+
+def _save_random(name, path, fmt):
+    model = open_clip.create_model(name, pretrained=None, load_weights=False)
+    state = model.state_dict()
+    if fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, path)
+    return state
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+def test_local_checkpoint_file_loads_exactly(tmp_path, fmt):
+    path = tmp_path / f"weights.{fmt}"
+    state = _save_random("test-tiny-vit", path, fmt)
+    clip = load_clip("test-tiny-vit", str(path))
+    for key, value in clip.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+class _Payload:  # an object a malicious pickle could carry
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": _Payload()}, f)
+    with pytest.raises(UnsafeCheckpointError, match="weights_only=True"):
+        load_clip("test-tiny-vit", str(path))
+
+
+def test_wrong_architecture_is_a_clear_error(tmp_path):
+    path = tmp_path / "other.safetensors"
+    _save_random("test-tiny-vit-avgpool", path, "safetensors")
+    with pytest.raises(IncompatibleWeightsError, match="does not fit test-tiny-vit") as info:
+        load_clip("test-tiny-vit", str(path))
+    assert "shape" in str(info.value)
+
+
+def test_missing_file_and_unknown_names(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="no file at"):
+        load_clip("test-tiny-vit", str(tmp_path / "nope.safetensors"))
+    with pytest.raises(UnknownModelError, match="Unknown model 'ViT-Z-99'"):
+        resolve_source("ViT-Z-99")
+    with pytest.raises(UnknownModelError, match="Known tags: .*openai"):
+        resolve_source("ViT-B-16", "no-such-tag", offline=True)
+
+
+def test_offline_tag_without_cache_says_what_to_place_where(tmp_path):
+    with pytest.raises(WeightsNotFoundError) as info:
+        resolve_source("ViT-B-16", "openai", cache_dir=tmp_path, offline=True)
+    message = str(info.value)
+    assert "offline" in message and "vit_base_patch16_clip_224.openai" in message
+    assert "open_clip_model.safetensors" in message and "--pretrained" in message
+    assert "\n" not in message  # one paragraph
+
+
+def test_offline_mode_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("FREELABEL_OFFLINE", "1")
+    monkeypatch.setenv("FREELABEL_CACHE_DIR", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match="offline mode"):
+        resolve_source("hf-hub:someone/some-clip")
+
+
+def test_offline_tag_found_in_hub_cache(tmp_path):
+    repo = tmp_path / "models--timm--vit_base_patch16_clip_224.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    weights = repo / "snapshots" / "abc123" / "open_clip_model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"placeholder")
+    source = resolve_source("ViT-B-16", "openai", cache_dir=tmp_path, offline=True)
+    assert source.checkpoint == weights and source.open_clip_name == "ViT-B-16"
+
+
+def test_local_folder_in_open_clip_layout(tmp_path):
+    import json
+
+    config = open_clip.get_model_config("test-tiny-vit")
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": config, "preprocess_cfg": {}}))
+    with pytest.raises(WeightsNotFoundError, match="no checkpoint file"):
+        resolve_source(f"local-dir:{tmp_path}")
+    state = _save_random("test-tiny-vit", tmp_path / "open_clip_model.safetensors", "safetensors")
+    clip = load_clip(str(tmp_path))
+    assert torch.equal(clip.model.state_dict()["visual.proj"], state["visual.proj"])
+    assert clip.encode_labels(["cat"]).shape == (1, config["embed_dim"])
