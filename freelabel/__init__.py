@@ -1,3 +1,8 @@
 """freelabel: segmentation labels from image-level labels with CLIP, without anyone drawing a mask."""
 
 __version__ = "0.1.0"
+
+from freelabel.clip import ClipConfig, LoadedClip, load_clip  # noqa: E402
+from freelabel.errors import FreelabelError  # noqa: E402
+
+__all__ = ["ClipConfig", "FreelabelError", "LoadedClip", "__version__", "load_clip"]

@@ -223,7 +223,7 @@ def _hub_file(repo_id: str, filenames: Sequence[str], cache_dir: str | None, off
             return Path(cached)
     where = f"the Hugging Face cache ({cache_dir or 'HF_HOME, default ~/.cache/huggingface'})"
     fix = (f"Download '{filenames[0]}' from the hub repo '{repo_id}' on a machine with internet access (for example "
-           f"`huggingface-cli download {repo_id} {filenames[0]}`) and copy that cache folder here, point "
+           f"`hf download {repo_id} {filenames[0]}`) and copy that cache folder here, point "
            f"--cache-dir / {CACHE_ENV} at it, or pass the file itself with --pretrained PATH.")
     if offline:
         raise _not_found(f"hub repo '{repo_id}'", fix, f"offline mode; looked for {', '.join(filenames)} in {where}")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from freelabel.clip import TOY_MODEL, LoadedClip
 from freelabel.io import atomic_path, provenance
 from freelabel.toy.evaluate import zero_shot_report
-from freelabel.toy.world import ToyWorldConfig, scenes
+from freelabel.toy.world import ToyWorldConfig, caption, scenes
 
 
 @dataclass
@@ -29,7 +29,8 @@ class ToyClipTrainConfig:
     seed: int = 0  # scene stream used for training, and the torch seed
     val_seed: int = 1  # scene stream for the validation curve (never used for training)
     pool_size: int = 40_000  # scenes rendered before training; each is seen under 8 flips/rotations
-    single_object_fraction: float = 0.4  # share of pool scenes with one object (the rest have 2-4)
+    single_object_fraction: float = 0.5  # share of pool scenes with one object (the rest have 1-4)
+    omit_colour_prob: float = 0.5  # chance an object is captioned without its colour ("a striped circle")
     batch_size: int = 64  # images (and captions) per contrastive step
     lr: float = 1e-3  # peak AdamW learning rate
     weight_decay: float = 0.1  # AdamW weight decay on matrices (not on gains, biases, embeddings)
@@ -41,14 +42,14 @@ class ToyClipTrainConfig:
     threads: int = 2  # torch threads for training
 
 
-def _render_chunk(args: tuple[int, int, int, int | None]) -> tuple[np.ndarray, list[str]]:
+def _render_chunk(args: tuple[int, int, int, int | None]) -> tuple[np.ndarray, list[list[str]]]:
     seed, start, count, n_objects = args
     chunk = list(scenes(seed, count, ToyWorldConfig(), n_objects=n_objects, start=start))
-    return np.stack([s.image for s in chunk]), [s.caption for s in chunk]
+    return np.stack([s.image for s in chunk]), [s.labels for s in chunk]
 
 
-def render_pool(config: ToyClipTrainConfig) -> tuple[np.ndarray, list[str]]:
-    """Render the training pool: (N, H, W, 3) uint8 images and their captions. Single-object scenes come from
+def render_pool(config: ToyClipTrainConfig) -> tuple[np.ndarray, list[list[str]]]:
+    """Render the training pool: (N, H, W, 3) uint8 images and their labels. Single-object scenes come from
     indices [0, n1) of the training stream, multi-object ones from [10**7, ...) of it, so none repeat."""
     n_single = int(config.pool_size * config.single_object_fraction)
     jobs, chunk = [], 1000
@@ -103,11 +104,11 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     started = time.monotonic()
-    images, captions = render_pool(config)
+    images, labels = render_pool(config)
     render_seconds = time.monotonic() - started
     model = open_clip.create_model(config.model, pretrained=None, load_weights=False)
     tokenizer = open_clip.get_tokenizer(config.model)
-    tokens = tokenizer(captions)
+    caption_rng = np.random.default_rng(config.seed)
     pool = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     clip = LoadedClip.from_model(model, config.model, "training")
     mean = torch.tensor(clip.mean).view(1, 3, 1, 1)
@@ -136,7 +137,9 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
             group["lr"] = _learning_rate(config, elapsed / budget)
         index = torch.randint(0, len(pool), (config.batch_size,), generator=generator)
         batch = (_augment(pool[index], generator).float().div_(255) - mean) / std
-        image_features, text_features, logit_scale = model(batch, tokens[index])[:3]
+        # captions are drawn afresh each time a scene is used: new order, template and partial naming
+        tokens = tokenizer([caption(labels[i], caption_rng, config.omit_colour_prob) for i in index.tolist()])
+        image_features, text_features, logit_scale = model(batch, tokens)[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -243,11 +243,21 @@ def _visible_labels(mask: np.ndarray, objects: list[_Object]) -> list[str]:
     return labels
 
 
-def caption(labels: Sequence[str], rng: np.random.Generator) -> str:
+def caption(labels: Sequence[str], rng: np.random.Generator, omit_colour_prob: float = 0.0) -> str:
     """One sentence naming ``labels`` in a random order with a random template, e.g.
-    ``"a photo of a red circle and a striped blue square."``."""
+    ``"a photo of a red circle and a striped blue square."``.
+
+    omit_colour_prob: chance that an object is named without its colour (``"a striped square"``), as partial
+    descriptions do; training uses it so that shape words must be told apart from most other captions.
+    """
     order = [labels[i] for i in rng.permutation(len(labels))]
-    phrases = [f"a {label}" for label in order]
+    phrases = []
+    for label in order:
+        toy_class = class_by_name(label)
+        if rng.uniform() < omit_colour_prob:
+            words = (toy_class.shape,) if toy_class.texture == "plain" else (toy_class.texture, toy_class.shape)
+            label = " ".join(words)
+        phrases.append(f"a {label}")
     listing = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
     return CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))].format(listing)
 
