@@ -76,6 +76,74 @@ def classify(images: str, vocabulary: str, out: str, top_k: int | None, min_prob
     click.echo(f"labelled {len(labels)} images -> {Path(out) / 'labels.json'}")
 
 
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    return None if text is None else tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _words(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+@main.command()
+@click.argument("images", type=click.Path(exists=True, file_okay=False))
+@click.option("--labels", "labels_spec", required=True,
+              help="labels.json / .csv (image -> labels), or one label list for all images ('a,b' or a file).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
+@click.option("--method", type=click.Choice(["surgery", "relevance"]), help="How label maps are computed.")
+@click.option("--surgery-blocks", type=int, help="Last blocks given the value-value path.")
+@click.option("--input-size", type=int, help="Short side of the scale-1 view in pixels.")
+@click.option("--scales", help="View scales, e.g. '1,1.5'.")
+@click.option("--flip/--no-flip", default=None, help="Add horizontally flipped views.")
+@click.option("--window", type=int, help="Sliding-window crop side for large views.")
+@click.option("--fusion", type=click.Choice(["softmin", "mean", "max"]), help="How views are combined.")
+@click.option("--softmin-temperature", type=float, help="Temperature of the smoothed minimum.")
+@click.option("--background-threshold", type=float, help="Scaled map level a label must reach to beat background.")
+@click.option("--background-words", help="Extra negative labels counted as background, e.g. 'sky,ground'.")
+@click.option("--crf/--no-crf", "use_crf", default=None, help="Refine with a dense CRF (default on).")
+@click.option("--crf-backend", type=click.Choice(["pydensecrf", "torch"]), help="CRF implementation.")
+@click.option("--ignore-threshold", type=float, help="Pixels less confident than this become 255.")
+@click.option("--save-scores", is_flag=True, default=None, help="Also save float16 probabilities per image.")
+@click.option("--overwrite", is_flag=True, default=None, help="Recompute images that already have a mask.")
+@clip_options
+@_friendly_errors
+def generate(images: str, labels_spec: str, out: str, method: str | None, surgery_blocks: int | None, input_size: int | None,
+             scales: str | None, flip: bool | None, window: int | None, fusion: str | None,
+             softmin_temperature: float | None, background_threshold: float | None, background_words: str | None,
+             use_crf: bool | None, crf_backend: str | None, ignore_threshold: float | None,
+             save_scores: bool | None, overwrite: bool | None, clip: ClipConfig) -> None:
+    """Pseudo-masks for every image below IMAGES from its image-level labels."""
+    from freelabel.labeler import LabelerConfig
+    from pipelines.generate import GenerateConfig, generate as run
+
+    labeler = LabelerConfig(**_given(
+        method=method, surgery_blocks=surgery_blocks, input_size=input_size, scales=_floats(scales), flip=flip, window=window,
+        fusion=fusion, softmin_temperature=softmin_temperature, background_threshold=background_threshold,
+        background_words=_words(background_words), ignore_threshold=ignore_threshold))
+    if use_crf is False:
+        labeler.crf = None
+    elif crf_backend is not None:
+        labeler.crf = dataclasses.replace(labeler.crf, backend=crf_backend)
+    config = GenerateConfig(clip=clip, labeler=labeler, **_given(save_scores=save_scores, overwrite=overwrite))
+    summary = run(images, labels_spec, out, config)["summary"]
+    click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {summary['failed']} failed "
+               f"in {summary['seconds']} s -> {out}")
+
+
+@main.command()
+@click.option("--pred", required=True, type=click.Path(exists=True, file_okay=False), help="Predicted masks.")
+@click.option("--gt", required=True, type=click.Path(exists=True, file_okay=False), help="Ground-truth masks.")
+@click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="classes.txt of the ground truth.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
+@_friendly_errors
+def evaluate(pred: str, gt: str, classes: str, as_json: bool) -> None:
+    """mIoU, per-class IoU and pixel accuracy of predicted masks (255 in the ground truth is ignored)."""
+    from pipelines.evaluate import evaluate as run, format_report
+
+    report = run(pred, gt, classes)
+    click.echo(json.dumps(report) if as_json else format_report(report))
+
+
 @main.group()
 def toy() -> None:
     """The toy world: synthetic scenes and clips with exact masks, and the toy CLIP."""

@@ -117,7 +117,10 @@ def write_classes(path: str | os.PathLike, names: Sequence[str]) -> None:
 
 
 def read_classes(path: str | os.PathLike) -> list[str]:
-    """Read ``classes.txt`` (``index name`` lines, ``#`` comments) into a list indexed by class index."""
+    """Read ``classes.txt`` (``index name`` lines, ``#`` comments) into a list indexed by class index.
+
+    A line for 255 (the ignore value, e.g. ``255 unlabeled``) is allowed and left out of the list.
+    """
     entries: dict[int, str] = {}
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
@@ -126,7 +129,8 @@ def read_classes(path: str | os.PathLike) -> list[str]:
         index, _, name = line.partition(" ")
         if not index.isdigit() or not name.strip():
             raise FreelabelError(f"{path}:{number}: expected 'index name', got {line!r}")
-        entries[int(index)] = name.strip()
+        if int(index) != IGNORE_INDEX:
+            entries[int(index)] = name.strip()
     if sorted(entries) != list(range(len(entries))):
         raise FreelabelError(f"{path}: class indices must run 0..N-1 without gaps")
     return [entries[i] for i in range(len(entries))]
@@ -178,3 +182,57 @@ def read_label_vocabulary(spec: str) -> list[str]:
     if not names:
         raise FreelabelError(f"no labels in {spec!r}")
     return list(dict.fromkeys(names))
+
+
+def read_image_labels(spec: str) -> dict[str, list[str]] | list[str]:
+    """Labels per image, or one label list for every image.
+
+    spec: a JSON file mapping image paths (relative to the image folder) to label lists; a CSV file with
+    ``image,labels`` rows where labels are separated by ``|`` or ``;``; or anything ``read_label_vocabulary``
+    accepts (then the same labels apply to every image). Returns a dict, or a list for the shared case.
+    """
+    path = Path(spec)
+    if path.suffix.lower() == ".json" and path.is_file():
+        content = read_json(path)
+        if not isinstance(content, dict) or not all(
+                isinstance(v, list) and all(isinstance(x, str) for x in v) for v in content.values()):
+            raise FreelabelError(f"{path} must map each image path to a list of label strings")
+        return {str(k): list(dict.fromkeys(v)) for k, v in content.items()}
+    if path.suffix.lower() == ".csv" and path.is_file():
+        import csv
+
+        labels: dict[str, list[str]] = {}
+        with path.open(newline="", encoding="utf-8") as handle:
+            for number, row in enumerate(csv.reader(handle), 1):
+                if not row or row[0].startswith("#") or (number == 1 and row[0].strip().lower() == "image"):
+                    continue
+                if len(row) < 2:
+                    raise FreelabelError(f"{path}:{number}: expected 'image,labels', got {row!r}")
+                names = [n.strip() for n in row[1].replace(";", "|").split("|") if n.strip()]
+                labels[row[0].strip()] = list(dict.fromkeys(names))
+        return labels
+    return read_label_vocabulary(spec)
+
+
+def prefetch_images(folder: str | os.PathLike, names: Sequence[str], lookahead: int = 4
+                    ) -> Iterator[tuple[str, np.ndarray | ImageReadError]]:
+    """Read images in a background thread, ``lookahead`` ahead of the consumer, so decoding overlaps compute.
+
+    Yields (name, image) with image (H, W, 3) uint8, or (name, ImageReadError) for an unreadable file, in order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(name: str) -> np.ndarray | ImageReadError:
+        try:
+            return read_image(Path(folder) / name)
+        except ImageReadError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [(name, pool.submit(load, name)) for name in names[:lookahead]]
+        for index in range(len(names)):
+            name, future = pending.pop(0)
+            if index + lookahead < len(names):
+                ahead = names[index + lookahead]
+                pending.append((ahead, pool.submit(load, ahead)))
+            yield name, future.result()

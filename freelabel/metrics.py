@@ -24,3 +24,51 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
         precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
         result[k] = precision_at_hit.sum() / positives
     return result
+
+
+class ConfusionMatrix:
+    """Pixel confusion counts over many images: rows are ground-truth classes, columns predictions.
+
+    Ground-truth pixels equal to ``ignore_index`` are skipped. Predicted ``ignore_index`` pixels (not confident)
+    count as misses of their ground-truth class, so abstaining never raises IoU.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255):
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.counts = np.zeros((num_classes, num_classes + 1), dtype=np.int64)  # last column: predicted ignore
+
+    def update(self, prediction: np.ndarray, truth: np.ndarray) -> None:
+        """Add one image: prediction and truth (H, W) integer class indices of one shape."""
+        if prediction.shape != truth.shape:
+            raise ValueError(f"prediction {prediction.shape} and ground truth {truth.shape} differ in shape")
+        valid = truth != self.ignore_index
+        truth, prediction = truth[valid].astype(np.int64), prediction[valid].astype(np.int64)
+        if truth.size and truth.max() >= self.num_classes:
+            raise ValueError(f"ground truth holds class {truth.max()} but only {self.num_classes} classes are known")
+        prediction = np.where((prediction == self.ignore_index) | (prediction >= self.num_classes),
+                              self.num_classes, prediction)
+        self.counts += np.bincount(truth * (self.num_classes + 1) + prediction,
+                                   minlength=self.num_classes * (self.num_classes + 1)).reshape(self.counts.shape)
+
+    def iou(self) -> np.ndarray:
+        """(C,) float64 IoU per class; NaN for a class absent from both truth and prediction."""
+        true_positive = np.diag(self.counts[:, :self.num_classes]).astype(np.float64)
+        union = self.counts.sum(axis=1) + self.counts[:, :self.num_classes].sum(axis=0) - true_positive
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, true_positive / union, np.nan)
+
+    def miou(self) -> float:
+        """Mean IoU over classes that occur (in truth or prediction)."""
+        return float(np.nanmean(self.iou()))
+
+    def pixel_accuracy(self) -> float:
+        """Fraction of labelled ground-truth pixels predicted right."""
+        total = self.counts.sum()
+        return float(np.trace(self.counts[:, :self.num_classes]) / total) if total else float("nan")
+
+    def ignored_fraction(self) -> float:
+        """Fraction of labelled ground-truth pixels that the prediction marked ignore."""
+        total = self.counts.sum()
+        return float(self.counts[:, -1].sum() / total) if total else float("nan")

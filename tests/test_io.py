@@ -71,3 +71,8 @@ def test_real_dataset_images_and_masks_read(shared_datasets):
     mask = read_mask(root / "masks" / (image_path.stem + ".png"))
     assert image.shape[:2] == mask.shape and image.dtype == np.uint8
     assert set(np.unique(mask).tolist()) <= set(range(81)) | {255}
+
+
+def test_classes_may_name_the_ignore_value(tmp_path):
+    (tmp_path / "classes.txt").write_text("# comment\n0 background\n1 cat\n255 unlabeled\n")
+    assert read_classes(tmp_path / "classes.txt") == ["background", "cat"]

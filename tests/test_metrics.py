@@ -17,3 +17,21 @@ def test_average_precision_no_positive_is_nan_and_shapes_checked():
     assert ap[0] == pytest.approx(1 / 1) and np.isnan(ap[1])
     with pytest.raises(ValueError):
         average_precision(np.zeros((3, 2)), np.zeros((3, 3), dtype=bool))
+
+
+def test_confusion_matrix_iou_by_hand():
+    from freelabel.metrics import ConfusionMatrix
+
+    truth = np.array([[0, 0, 1, 1], [0, 0, 1, 255]], dtype=np.uint8)
+    prediction = np.array([[0, 1, 1, 1], [0, 0, 255, 1]], dtype=np.uint8)
+    matrix = ConfusionMatrix(2)
+    matrix.update(prediction, truth)
+    # class 0: tp 3, gt 4, pred 3 -> 3/4; class 1: tp 2, gt 3, pred 3 -> 2/4 (the ignored pixel is a miss)
+    assert matrix.iou() == pytest.approx([0.75, 0.5])
+    assert matrix.miou() == pytest.approx(0.625)
+    assert matrix.pixel_accuracy() == pytest.approx(5 / 7)
+    assert matrix.ignored_fraction() == pytest.approx(1 / 7)
+    with pytest.raises(ValueError):
+        matrix.update(prediction[:1], truth)
+    with pytest.raises(ValueError, match="only 2 classes"):
+        matrix.update(prediction, truth + 5)

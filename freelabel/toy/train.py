@@ -28,7 +28,7 @@ class ToyClipTrainConfig:
     model: str = TOY_MODEL  # open_clip model name (its config decides the architecture)
     seed: int = 0  # scene stream used for training, and the torch seed
     val_seed: int = 1  # scene stream for the validation curve (never used for training)
-    pool_size: int = 40_000  # scenes rendered before training; each is seen under 8 flips/rotations
+    pool_size: int = 40_000  # scenes rendered before training; each is also seen mirrored
     single_object_fraction: float = 0.5  # share of pool scenes with one object (the rest have 1-4)
     omit_colour_prob: float = 0.5  # chance an object is captioned without its colour ("a striped circle")
     batch_size: int = 64  # images (and captions) per contrastive step
@@ -63,13 +63,9 @@ def render_pool(config: ToyClipTrainConfig) -> tuple[np.ndarray, list[list[str]]
 
 
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A random flip/rotation (one of 8) per image: shapes, colours and textures keep their names."""
-    out = torch.empty_like(images)
-    choices = torch.randint(0, 8, (len(images),), generator=generator)
-    for i, choice in enumerate(choices.tolist()):
-        image = torch.rot90(images[i], choice % 4, dims=(1, 2))
-        out[i] = image.flip(2) if choice >= 4 else image
-    return out
+    """Flip half of the images left-right: shapes, colours and textures keep their names (objects stay upright)."""
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
 def _learning_rate(config: ToyClipTrainConfig, progress: float) -> float:

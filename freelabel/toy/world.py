@@ -69,6 +69,7 @@ class ToyWorldConfig:
     max_objects: int = 4  # most labelled objects per scene
     object_scale: tuple[float, float] = (0.28, 0.55)  # object diameter as a fraction of the image side
     min_visible: float = 0.45  # an occluded object keeps at least this fraction of its own pixels
+    max_rotation_deg: float = 15.0  # objects are drawn upright, turned by up to this many degrees either way
     distractor_prob: float = 0.3  # chance of one out-of-vocabulary object (its pixels stay background)
     pixel_noise: float = 4.0  # std of Gaussian noise added to every pixel (0-255 scale)
     clip_frames: int = 24  # frames per clip
@@ -141,7 +142,8 @@ def _muted_colour(rng: np.random.Generator) -> np.ndarray:
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A textured, low-saturation background, (size, size, 3) float32 in [0, 255]."""
     yy, xx = _grid(size)
-    a, b = _muted_colour(rng), _muted_colour(rng)
+    a = _muted_colour(rng)
+    b = np.clip(a + rng.uniform(-35, 35, size=3), 0, 255)  # textures differ in tone, not in strong edges
     kind = rng.integers(4)
     theta = rng.uniform(0, np.pi)
     along = (np.cos(theta) * xx + np.sin(theta) * yy) / size
@@ -177,7 +179,7 @@ def _new_object(rng: np.random.Generator, toy_class: ToyClass | None, config: To
         colour=_object_colour(rng, base),
         centre=rng.uniform(margin, size - margin, size=2),
         radius=radius,
-        angle=rng.uniform(0, 2 * np.pi),
+        angle=np.deg2rad(rng.uniform(-config.max_rotation_deg, config.max_rotation_deg)),
         stripe_period=rng.uniform(0.06, 0.1) * size,
         stripe_angle=rng.uniform(0, np.pi),
     )

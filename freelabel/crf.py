@@ -1,0 +1,122 @@
+"""Dense CRF refinement of class probabilities, with two backends behind one function.
+
+- ``pydensecrf``: the exact fully-connected CRF of Kraehenbuehl & Koltun (pydensecrf2), CPU, one image at a time.
+- ``torch``: mean-field inference with the same Gaussian and bilateral kernels restricted to a local window on a
+  downsampled grid (in the spirit of ConvCRF), batched, on any torch device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("pydensecrf", "torch")
+
+
+@dataclass
+class CrfConfig:
+    """Dense CRF parameters (pixel units for ``*_sxy``, 0-255 intensity units for ``bilateral_srgb``)."""
+
+    backend: str = "pydensecrf"  # "pydensecrf" (exact, CPU) or "torch" (local window, batched, GPU or CPU)
+    iterations: int = 10  # mean-field iterations
+    gaussian_sxy: float = 3.0  # spatial std of the smoothness kernel
+    gaussian_compat: float = 3.0  # weight of the smoothness kernel
+    bilateral_sxy: float = 50.0  # spatial std of the appearance kernel
+    bilateral_srgb: float = 13.0  # colour std of the appearance kernel
+    bilateral_compat: float = 5.0  # weight of the appearance kernel
+    window: int = 9  # torch backend: neighbourhood side on the downsampled grid (odd)
+    downsample: int = 4  # torch backend: messages are passed on a grid this many times coarser
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown CRF backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.window < 1 or self.window % 2 == 0:
+            raise ValueError(f"window must be a positive odd number, got {self.window}")
+        if self.iterations < 1 or self.downsample < 1:
+            raise ValueError("iterations and downsample must be at least 1")
+
+
+def _check(probabilities: np.ndarray | torch.Tensor, image: np.ndarray | torch.Tensor) -> None:
+    if probabilities.ndim != 3 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected probabilities (K, H, W) and image (H, W, 3), got {tuple(probabilities.shape)} "
+                         f"and {tuple(image.shape)}")
+    if tuple(probabilities.shape[1:]) != tuple(image.shape[:2]):
+        raise ValueError(f"probabilities {tuple(probabilities.shape)} and image {tuple(image.shape)} differ in size")
+
+
+def refine(probabilities: np.ndarray, image: np.ndarray, config: CrfConfig | None = None) -> np.ndarray:
+    """Refine class probabilities with a dense CRF.
+
+    probabilities: (K, H, W) float, per pixel a distribution over K labels (background included).
+    image: (H, W, 3) uint8 RGB. Returns (K, H, W) float32 in [0, 1], summing to 1 over K.
+    """
+    config = config or CrfConfig()
+    _check(probabilities, image)
+    if config.backend == "pydensecrf":
+        return _refine_exact(np.asarray(probabilities, dtype=np.float32), image, config)
+    result = refine_torch(torch.as_tensor(np.asarray(probabilities, dtype=np.float32))[None],
+                          torch.as_tensor(np.ascontiguousarray(image))[None], config)
+    return result[0].numpy()
+
+
+def _refine_exact(probabilities: np.ndarray, image: np.ndarray, config: CrfConfig) -> np.ndarray:
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+
+    labels, height, width = probabilities.shape
+    crf = dcrf.DenseCRF2D(width, height, labels)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(np.clip(probabilities, 1e-8, 1.0))))
+    crf.addPairwiseGaussian(sxy=config.gaussian_sxy, compat=config.gaussian_compat)
+    crf.addPairwiseBilateral(sxy=config.bilateral_sxy, srgb=config.bilateral_srgb,
+                             rgbim=np.ascontiguousarray(image, dtype=np.uint8), compat=config.bilateral_compat)
+    q = np.array(crf.inference(config.iterations), dtype=np.float32)
+    return q.reshape(labels, height, width)
+
+
+def _local_kernel(features: torch.Tensor, window: int) -> torch.Tensor:
+    """exp(-|f_i - f_j|^2 / 2) between each pixel and its window neighbours, 0 for itself.
+    features: (B, F, h, w) -> (B, window^2, h, w)."""
+    b, f, h, w = features.shape
+    neighbours = F.unfold(features, window, padding=window // 2).view(b, f, window * window, h, w)
+    kernel = torch.exp(-0.5 * (neighbours - features[:, :, None]).pow(2).sum(dim=1))
+    kernel[:, window * window // 2] = 0  # no message from a pixel to itself
+    # zero padding outside the image would look like a neighbour at position 0: mask it out
+    inside = F.unfold(torch.ones(1, 1, h, w, device=features.device), window, padding=window // 2)
+    return kernel * inside.view(1, window * window, h, w)
+
+
+def refine_torch(probabilities: torch.Tensor, images: torch.Tensor, config: CrfConfig | None = None) -> torch.Tensor:
+    """The ``torch`` backend on a batch.
+
+    probabilities: (B, K, H, W) float, distributions over K. images: (B, H, W, 3) uint8, on the same device.
+    Returns (B, K, H, W) float32 probabilities.
+    """
+    config = config or CrfConfig(backend="torch")
+    batch, labels, height, width = probabilities.shape
+    step = config.downsample
+    h, w = -(-height // step), -(-width // step)
+    rgb = images.permute(0, 3, 1, 2).float()
+    rgb = F.interpolate(rgb, size=(h, w), mode="area") if step > 1 else rgb
+    ys = (torch.arange(h, device=rgb.device, dtype=torch.float32) + 0.5) * height / h
+    xs = (torch.arange(w, device=rgb.device, dtype=torch.float32) + 0.5) * width / w
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None].expand(batch, 2, h, w)
+    smooth = _local_kernel(grid / config.gaussian_sxy, config.window)
+    appearance = _local_kernel(torch.cat([grid / config.bilateral_sxy, rgb / config.bilateral_srgb], dim=1),
+                               config.window)
+    pairwise = config.gaussian_compat * smooth + config.bilateral_compat * appearance  # (B, window^2, h, w)
+    log_unary = torch.log(probabilities.float().clamp_min(1e-8))
+    q = probabilities.float()
+    for _ in range(config.iterations):
+        coarse = F.interpolate(q, size=(h, w), mode="area") if step > 1 else q
+        neighbours = F.unfold(coarse, config.window, padding=config.window // 2)
+        neighbours = neighbours.view(batch, labels, config.window ** 2, h, w)
+        message = (neighbours * pairwise[:, None]).sum(dim=2)
+        # each coarse cell stands for step^2 pixels, as in the full CRF's sum over pixels
+        message = message * (step * step)
+        if step > 1:
+            message = F.interpolate(message, size=(height, width), mode="bilinear", align_corners=False)
+        q = torch.softmax(log_unary + message, dim=1)
+    return q

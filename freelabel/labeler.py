@@ -1,0 +1,172 @@
+"""The user-facing façade: set an image once, then ask for masks of any labels (as SAM's predictor does)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from freelabel.clip import ClipConfig, LoadedClip, load_clip
+from freelabel.crf import CrfConfig, refine
+from freelabel.errors import FreelabelError
+from freelabel.io import IGNORE_INDEX
+from freelabel.modeling import DenseClipEncoder, relevance_maps, surgery_similarity
+from freelabel.views import FUSIONS, View, fuse, plan_views, view_crops, view_to_image
+
+METHODS = ("surgery", "relevance")
+
+
+@dataclass
+class LabelerConfig:
+    """How label maps are computed, fused and turned into a mask. Saved beside every output."""
+
+    method: str = "surgery"  # "surgery" (value-value maps, forward only) or "relevance" (gradients, per label)
+    surgery_blocks: int = 6  # last blocks given the value-value path (capped at the model's depth)
+    input_size: int | None = None  # short side of the scale-1 view in pixels; None = the model's training size
+    scales: tuple[float, ...] = (1.0, 1.5)  # view scales relative to input_size
+    flip: bool = True  # add a horizontally flipped copy of every scale
+    window: int | None = None  # crop side for views larger than it (stride half); None = each view whole
+    fusion: str = "softmin"  # how views are combined: softmin (smoothed min-pooling), mean or max
+    softmin_temperature: float = 0.1  # T of the smoothed minimum, on maps scaled to [0, 1]
+    background_threshold: float = 0.8  # a pixel is background unless some label's scaled map reaches this
+    background_words: tuple[str, ...] = ()  # extra negative labels ("ground", "sky", ...) counted as background
+    sharpness: float = 20.0  # label scores x sharpness -> softmax: how peaked the probabilities are
+    crf: CrfConfig | None = field(default_factory=CrfConfig)  # dense CRF on the probabilities; None = none
+    ignore_threshold: float = 0.9  # pixels whose final probability is below this become 255 (ignore)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+        if not 0 <= self.ignore_threshold <= 1:
+            raise ValueError(f"ignore_threshold must be in [0, 1], got {self.ignore_threshold}")
+
+
+@dataclass
+class Segmentation:
+    """What ``Labeler.segment`` returns.
+
+    labels: the K queried labels. scores: (K, H, W) float32 in [0, 1], each label's fused map scaled per image.
+    probabilities: (K + 1, H, W) float32, per pixel a distribution over [background, *labels] (after the CRF if
+    one ran). mask: (H, W) uint8, 0 = background, k = labels[k - 1], 255 = ignore (not confident).
+    """
+
+    labels: list[str]
+    scores: np.ndarray
+    probabilities: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class _ViewFeatures:
+    view: View
+    crops: torch.Tensor  # (n_crops, 3, h_px, w_px) encoder input (relevance reruns the encoder per query)
+    pooled: torch.Tensor | None  # (n_crops, D) unit norm; surgery only
+    dense: torch.Tensor | None  # (n_crops, D, h, w) unit norm along D; surgery only
+
+
+class Labeler:
+    """Pseudo-masks from CLIP for any labels.
+
+    ``set_image`` runs the image encoder over every test-time view once and caches the features;
+    ``segment(labels)`` then costs only text embeddings (cached too) and light per-pixel work, so many label
+    queries cost one image pass. (With ``method="relevance"`` each query needs its own forward and backward
+    passes; only the views are cached.)
+    """
+
+    def __init__(self, model: str | LoadedClip = "ViT-B-16", pretrained: str | None = None, device: str = "cpu",
+                 config: LabelerConfig | None = None, clip_config: ClipConfig | None = None):
+        self.config = config or LabelerConfig()
+        if isinstance(model, LoadedClip):
+            self.clip = model
+        else:
+            self.clip = load_clip(clip_config or ClipConfig(model=model, pretrained=pretrained, device=device))
+        depth = len(getattr(self.clip.model.visual, "transformer").resblocks) if hasattr(
+            self.clip.model.visual, "transformer") else 0
+        self.encoder = DenseClipEncoder(self.clip.model.visual, min(self.config.surgery_blocks, depth))
+        self._image: np.ndarray | None = None
+        self._features: list[_ViewFeatures] = []
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.device
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray) -> None:
+        """Compute and cache the encoder's output for every view of ``image``: (H, W, 3) uint8 RGB."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 image, got {getattr(image, 'shape', type(image))} "
+                             f"{getattr(image, 'dtype', '')}")
+        height, width = image.shape[:2]
+        config = self.config
+        base = config.input_size or min(self.clip.image_size)
+        views = plan_views(height, width, base, config.scales, config.flip, self.encoder.patch_size, config.window)
+        tensor = self.clip.images_to_tensor([image], size=(height, width))[0]
+        crops = [view_crops(tensor, view) for view in views]
+        self._features = []
+        if self.config.method == "relevance":  # gradients depend on the label: keep only the inputs
+            self._features = [_ViewFeatures(view, crop, None, None) for view, crop in zip(views, crops)]
+        # views whose crops share a size go through the encoder as one batch
+        for size in dict.fromkeys(c.shape[-2:] for c in crops) if self.config.method == "surgery" else ():
+            members = [i for i, c in enumerate(crops) if c.shape[-2:] == size]
+            pooled, dense = self.encoder(torch.cat([crops[i] for i in members]))
+            pooled, dense = F.normalize(pooled.float(), dim=-1), F.normalize(dense.float(), dim=1)
+            start = 0
+            for i in members:
+                n = len(crops[i])
+                self._features.append(_ViewFeatures(views[i], crops[i], pooled[start:start + n],
+                                                    dense[start:start + n]))
+                start += n
+        self._image = image
+
+    @torch.no_grad()
+    def label_maps(self, labels: Sequence[str]) -> torch.Tensor:
+        """Fused per-label maps for the cached image: (K, H, W) float32 in [0, 1], one per label in order.
+
+        Each view's map is scaled to [0, 1] per label before fusion, so views and labels are comparable.
+        Background words, if configured, compete in feature surgery and are returned after the labels.
+        """
+        if self._image is None:
+            raise FreelabelError("call set_image(image) before segment(labels)")
+        labels = list(labels)
+        if not labels or any(not isinstance(label, str) or not label.strip() for label in labels):
+            raise FreelabelError(f"labels must be non-empty strings, got {labels!r}")
+        height, width = self._image.shape[:2]
+        queries = labels + [w for w in self.config.background_words if w not in labels]
+        text = self.clip.encode_labels(queries)
+        empty = self.clip.encode_labels([""])[0]
+        per_view = []
+        for features in self._features:
+            if self.config.method == "surgery":
+                crop_maps = surgery_similarity(features.dense, features.pooled, text, empty)
+            else:
+                crop_maps = relevance_maps(self.encoder, features.crops, text)
+            per_view.append(_scale_per_label(view_to_image(crop_maps, features.view, height, width)))
+        return fuse(torch.stack(per_view), self.config.fusion, self.config.softmin_temperature)
+
+    def segment(self, labels: Sequence[str]) -> Segmentation:
+        """Masks for ``labels`` in the cached image (see ``Segmentation``). Only these labels and background
+        compete; a pixel is background unless a label's scaled map reaches ``background_threshold``."""
+        config = self.config
+        maps = self.label_maps(labels)
+        scores, negatives = maps[:len(labels)], maps[len(labels):]
+        background = torch.full_like(scores[:1], config.background_threshold)
+        if len(negatives):
+            background = torch.maximum(background, negatives.amax(dim=0, keepdim=True))
+        probabilities = torch.softmax(torch.cat([background, scores]) * config.sharpness, dim=0).cpu().numpy()
+        if config.crf is not None:
+            probabilities = refine(probabilities, self._image, config.crf)
+        mask = probabilities.argmax(axis=0).astype(np.uint8)
+        mask[probabilities.max(axis=0) < config.ignore_threshold] = IGNORE_INDEX
+        return Segmentation(labels=list(labels), scores=scores.cpu().numpy(), probabilities=probabilities, mask=mask)
+
+
+def _scale_per_label(maps: torch.Tensor) -> torch.Tensor:
+    """(K, H, W) -> each map min-max scaled to [0, 1] (a constant map becomes 0)."""
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = maps.amax(dim=(1, 2), keepdim=True)
+    return (maps - low) / (high - low).clamp_min(1e-6)

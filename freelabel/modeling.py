@@ -1,0 +1,172 @@
+"""The neural modules of freelabel, in one place: dense CLIP features over open_clip's own ViT weights."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+from torch import nn
+
+from freelabel.errors import FreelabelError
+
+
+class UnsupportedModelError(FreelabelError):
+    """The model's image tower is not an open_clip ViT that dense maps can be computed for."""
+
+
+def check_supported(visual: nn.Module) -> VisionTransformer:
+    """Return ``visual`` if dense maps can be computed for it, else raise ``UnsupportedModelError``."""
+    if not isinstance(visual, VisionTransformer):
+        raise UnsupportedModelError(
+            f"dense maps need an open_clip ViT image tower; this model's is {type(visual).__name__} (ResNet, ConvNeXt "
+            "and timm towers are not supported). Use a ViT model such as ViT-B-16.")
+    if visual.attn_pool is not None or not all(type(b) is ResidualAttentionBlock for b in visual.transformer.resblocks):
+        raise UnsupportedModelError("dense maps support open_clip ViTs with standard attention blocks and token or "
+                                    "average pooling; this one uses attentional pooling or custom blocks.")
+    return visual
+
+
+class DenseClipEncoder(nn.Module):
+    """Per-patch CLIP embeddings from a ViT, with a value-value attention path (CLIP Surgery).
+
+    In the last ``surgery_blocks`` blocks a second path accumulates value-value attention (q = k = v, no MLP)
+    computed from the original path's normalised input; the global embedding comes from the original path,
+    the patch embeddings from the new one. ``surgery_blocks=0`` gives the naive last-layer patch tokens.
+    Positional embeddings are interpolated, so any input size that is a multiple of the patch size works.
+    """
+
+    def __init__(self, visual: nn.Module, surgery_blocks: int = 6):
+        super().__init__()
+        self.visual = check_supported(visual)
+        depth = len(self.visual.transformer.resblocks)
+        if not 0 <= surgery_blocks <= depth:
+            raise ValueError(f"surgery_blocks must be in [0, {depth}], got {surgery_blocks}")
+        self.surgery_blocks = surgery_blocks
+
+    @property
+    def patch_size(self) -> int:
+        return self.visual.patch_size[0]
+
+    def _positions(self, grid: tuple[int, int]) -> torch.Tensor:
+        pos = self.visual.positional_embedding
+        trained = tuple(self.visual.grid_size)
+        if grid == trained:
+            return pos
+        width = pos.shape[-1]
+        table = pos[1:].reshape(1, *trained, width).permute(0, 3, 1, 2)
+        table = F.interpolate(table.float(), size=grid, mode="bicubic", align_corners=False).to(pos.dtype)
+        return torch.cat([pos[:1], table.permute(0, 2, 3, 1).reshape(-1, width)])
+
+    @staticmethod
+    def _value_value(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
+        attn = block.attn
+        width, heads = attn.embed_dim, attn.num_heads
+        value = F.linear(x, attn.in_proj_weight[2 * width:], attn.in_proj_bias[2 * width:])
+        b, n, _ = value.shape
+        value = value.view(b, n, heads, width // heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(value, value, value)
+        return attn.out_proj(out.transpose(1, 2).reshape(b, n, width))
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """images: (B, 3, H, W) normalised, H and W multiples of the patch size. Returns the tokens entering the
+        first block, (B, 1 + h*w, width) with the class token first, and the patch grid (h, w)."""
+        visual = self.visual
+        if images.shape[-1] % self.patch_size or images.shape[-2] % self.patch_size:
+            raise ValueError(f"input size {tuple(images.shape[-2:])} is not a multiple of the patch size "
+                             f"{self.patch_size}")
+        x = visual.conv1(images)
+        b, width, h, w = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([visual.class_embedding.view(1, 1, -1).expand(b, 1, width).to(x.dtype), x], dim=1)
+        return visual.ln_pre(x + self._positions((h, w)).to(x.dtype)), (h, w)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images: (B, 3, H, W) normalised, H and W multiples of the patch size.
+
+        Returns global (B, D) and dense (B, D, H/p, W/p) embeddings in CLIP's joint space, not normalised.
+        """
+        visual = self.visual
+        x, (h, w) = self.embed(images)
+        b = x.shape[0]
+        blocks = visual.transformer.resblocks
+        first_surgery = len(blocks) - self.surgery_blocks
+        dense = None
+        for index, block in enumerate(blocks):
+            if index == first_surgery:
+                dense = x
+            if dense is not None:
+                dense = dense + block.ls_1(self._value_value(block, block.ln_1(x)))
+            x = block(x)
+        pooled, tokens = visual._pool(x)
+        patches = visual.ln_post(dense[:, 1:]) if dense is not None else tokens
+        if visual.final_ln_after_pool and dense is None:
+            patches = visual.ln_post(patches)
+        pooled, patches = pooled @ visual.proj, patches @ visual.proj
+        return pooled, patches.transpose(1, 2).reshape(b, -1, h, w)
+
+
+def surgery_similarity(dense: torch.Tensor, pooled: torch.Tensor, text: torch.Tensor,
+                       empty_text: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-patch label similarity with the class-shared component removed ("feature surgery").
+
+    dense: (B, D, h, w) and pooled: (B, D) image embeddings; text: (K, D) label embeddings, all unit-normalised
+    along D. With several labels, the removed component is each patch's similarity to the labels' mean
+    embedding weighted by softmax(2 x global similarity) / its mean; with one label it is the similarity to
+    ``empty_text`` (the empty prompt's embedding, (D,)). Returns (B, K, h, w) float32.
+    """
+    similarity = torch.einsum("bdhw,kd->bkhw", dense, text)
+    if text.shape[0] == 1:
+        if empty_text is None:
+            raise ValueError("a single label needs empty_text to subtract")
+        redundant = torch.einsum("bdhw,d->bhw", dense, empty_text)
+    else:
+        weights = torch.softmax(2 * pooled @ text.T, dim=-1)
+        weights = weights / weights.mean(dim=-1, keepdim=True)
+        shared = (weights[:, :, None] * text[None]).mean(dim=1)  # (B, D)
+        redundant = torch.einsum("bdhw,bd->bhw", dense, shared)
+    return (similarity - redundant[:, None]).float()
+
+
+def _attention_with_probabilities(block: ResidualAttentionBlock, x: torch.Tensor
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block's self-attention computed explicitly: returns its output (B, N, width) and the attention
+    probabilities (B, heads, N, N), which relevance needs gradients for."""
+    attn = block.attn
+    width, heads = attn.embed_dim, attn.num_heads
+    b, n, _ = x.shape
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, heads, width // heads).unbind(2)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    probabilities = torch.softmax(q @ k.transpose(-1, -2) * (width // heads) ** -0.5, dim=-1)
+    out = (probabilities @ v).transpose(1, 2).reshape(b, n, width)
+    return attn.out_proj(out), probabilities
+
+
+def relevance_maps(encoder: DenseClipEncoder, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Gradient-weighted attention relevance (Chefer et al.), one backward pass per label.
+
+    For each label, the image-text similarity is back-propagated to every block's attention; relevance starts
+    as the identity and accumulates R += mean_heads(relu(grad * attention)) @ R. The map is the pooled output's
+    row of R over the patches. images: (B, 3, H, W) normalised; text: (K, D) unit label embeddings.
+    Returns (B, K, H/p, W/p) float32, >= 0.
+    """
+    visual = encoder.visual
+    with torch.enable_grad():
+        x, (h, w) = encoder.embed(images)
+        attentions = []
+        for block in visual.transformer.resblocks:
+            out, probabilities = _attention_with_probabilities(block, block.ln_1(x))
+            attentions.append(probabilities)
+            x = x + block.ls_1(out)
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        pooled, _ = visual._pool(x)
+        scores = F.normalize(pooled @ visual.proj, dim=-1) @ text.T  # (B, K)
+        b, n = x.shape[:2]
+        maps = []
+        for label in range(text.shape[0]):
+            grads = torch.autograd.grad(scores[:, label].sum(), attentions, retain_graph=label < text.shape[0] - 1)
+            relevance = torch.eye(n, device=x.device).expand(b, n, n)
+            for probabilities, grad in zip(attentions, grads):
+                relevance = relevance + (grad * probabilities).clamp_min(0).mean(dim=1) @ relevance
+            row = relevance[:, 0, 1:] if visual.pool_type == "tok" else relevance[:, 1:, 1:].mean(dim=1)
+            maps.append(row.reshape(b, h, w))
+    return torch.stack(maps, dim=1).detach().float()

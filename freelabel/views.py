@@ -1,0 +1,104 @@
+"""Test-time views of an image (scales, horizontal flip, sliding windows), mapping their outputs back to image
+coordinates, and fusing the views' maps."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+FUSIONS = ("softmin", "mean", "max")
+
+
+@dataclass(frozen=True)
+class View:
+    """One test-time view: the image resized to ``size`` (H, W), maybe flipped, cut into ``window``-sized crops
+    whose top-left corners are ``crops`` (one crop covering the whole view when it fits the window)."""
+
+    scale: float
+    flip: bool
+    size: tuple[int, int]
+    window: tuple[int, int]
+    crops: tuple[tuple[int, int], ...]
+
+
+def _multiple(value: float, step: int) -> int:
+    return max(step, int(round(value / step)) * step)
+
+
+def _starts(length: int, window: int) -> list[int]:
+    if length <= window:
+        return [0]
+    count = math.ceil((length - window) / (window / 2)) + 1  # stride of half a window
+    return sorted({round(i * (length - window) / (count - 1)) for i in range(count)})
+
+
+def plan_views(height: int, width: int, base_size: int, scales: tuple[float, ...], flip: bool, patch: int,
+               window: int | None) -> list[View]:
+    """The views of an image of (height, width).
+
+    base_size: the short side of the scale-1 view in pixels. Every view side is a multiple of ``patch``.
+    window: crop side for views larger than it (stride half a window); None processes each view whole.
+    """
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {scales}")
+    views = []
+    short = min(height, width)
+    for scale in scales:
+        size = (_multiple(height * base_size * scale / short, patch), _multiple(width * base_size * scale / short, patch))
+        if window is None:
+            crop, crops = size, ((0, 0),)
+        else:
+            crop = (min(size[0], _multiple(window, patch)), min(size[1], _multiple(window, patch)))
+            crops = tuple((y, x) for y in _starts(size[0], crop[0]) for x in _starts(size[1], crop[1]))
+        for flipped in ((False, True) if flip else (False,)):
+            views.append(View(scale, flipped, size, crop, crops))
+    return views
+
+
+def view_crops(image: torch.Tensor, view: View) -> torch.Tensor:
+    """image: (3, H, W) normalised float. Returns the view's crops, (n_crops, 3, window_h, window_w)."""
+    x = F.interpolate(image[None], size=view.size, mode="bilinear", antialias=True, align_corners=False)[0]
+    if view.flip:
+        x = x.flip(-1)
+    wh, ww = view.window
+    return torch.stack([x[:, y:y + wh, x0:x0 + ww] for y, x0 in view.crops])
+
+
+def view_to_image(crop_maps: torch.Tensor, view: View, height: int, width: int) -> torch.Tensor:
+    """Stitch per-crop maps back into image coordinates.
+
+    crop_maps: (n_crops, K, h, w) at any resolution (upsampled bilinearly to the crop size); overlapping crops are
+    averaged, the flip undone and the view resized to (height, width). Returns (K, height, width) float32.
+    """
+    wh, ww = view.window
+    maps = F.interpolate(crop_maps.float(), size=(wh, ww), mode="bilinear", align_corners=False)
+    canvas = maps.new_zeros((maps.shape[1], *view.size))
+    count = maps.new_zeros((1, *view.size))
+    for crop, (y, x) in zip(maps, view.crops):
+        canvas[:, y:y + wh, x:x + ww] += crop
+        count[:, y:y + wh, x:x + ww] += 1
+    canvas = canvas / count
+    if view.flip:
+        canvas = canvas.flip(-1)
+    return F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+
+
+def fuse(maps: torch.Tensor, how: str = "softmin", temperature: float = 0.1) -> torch.Tensor:
+    """Fuse per-view maps (V, K, H, W) into (K, H, W).
+
+    ``mean`` and ``max`` are what they say; ``softmin`` is the smoothed minimum -T log mean_v exp(-x_v / T):
+    a pixel stays high only where the views agree, but one bad view does not zero it. It tends to the minimum
+    as T -> 0 and to the mean as T grows.
+    """
+    if how == "mean":
+        return maps.mean(dim=0)
+    if how == "max":
+        return maps.amax(dim=0)
+    if how == "softmin":
+        if temperature <= 0:
+            raise ValueError(f"softmin temperature must be positive, got {temperature}")
+        return -temperature * (torch.logsumexp(-maps / temperature, dim=0) - math.log(maps.shape[0]))
+    raise ValueError(f"unknown fusion {how!r}; choose one of {', '.join(FUSIONS)}")
