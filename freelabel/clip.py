@@ -13,6 +13,7 @@ which file to place where.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -382,6 +383,13 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike, description: s
     model.load_state_dict(state)
 
 
+class _WeightsFollowFilter(logging.Filter):
+    """Drops open_clip's "initialized randomly" warning when freelabel loads the weights right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
 def load_clip(model: str | ClipConfig = "ViT-B-16", pretrained: str | None = None, *,
               device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
               offline: bool | None = None) -> LoadedClip:
@@ -394,8 +402,15 @@ def load_clip(model: str | ClipConfig = "ViT-B-16", pretrained: str | None = Non
         model, pretrained, device, cache_dir, offline = (model.model, model.pretrained, model.device,
                                                          model.cache_dir, model.offline)
     source = resolve_source(model, pretrained, cache_dir, offline)
-    net = open_clip.create_model(source.open_clip_name, pretrained=None, load_weights=False, device="cpu",
-                                 cache_dir=default_cache_dir(cache_dir))
+    quiet = _WeightsFollowFilter() if source.checkpoint is not None else None
+    if quiet:
+        logging.getLogger().addFilter(quiet)
+    try:
+        net = open_clip.create_model(source.open_clip_name, pretrained=None, load_weights=False, device="cpu",
+                                     cache_dir=default_cache_dir(cache_dir))
+    finally:
+        if quiet:
+            logging.getLogger().removeFilter(quiet)
     if source.checkpoint is not None:
         load_weights(net, source.checkpoint, source.description)
     return LoadedClip.from_model(net.to(device), model, source.description, source.open_clip_name)

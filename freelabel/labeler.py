@@ -13,7 +13,7 @@ from freelabel.clip import ClipConfig, LoadedClip, load_clip
 from freelabel.crf import CrfConfig, refine
 from freelabel.errors import FreelabelError
 from freelabel.io import IGNORE_INDEX
-from freelabel.modeling import DenseClipEncoder, relevance_maps, surgery_similarity
+from freelabel.modeling import DenseClipEncoder, check_supported, relevance_maps, surgery_similarity
 from freelabel.views import FUSIONS, View, fuse, plan_views, view_crops, view_to_image
 
 METHODS = ("surgery", "relevance")
@@ -85,9 +85,9 @@ class Labeler:
             self.clip = model
         else:
             self.clip = load_clip(clip_config or ClipConfig(model=model, pretrained=pretrained, device=device))
-        depth = len(getattr(self.clip.model.visual, "transformer").resblocks) if hasattr(
-            self.clip.model.visual, "transformer") else 0
-        self.encoder = DenseClipEncoder(self.clip.model.visual, min(self.config.surgery_blocks, depth))
+        visual = check_supported(self.clip.model.visual)
+        depth = len(visual.transformer.resblocks)
+        self.encoder = DenseClipEncoder(visual, min(self.config.surgery_blocks, depth))
         self._image: np.ndarray | None = None
         self._features: list[_ViewFeatures] = []
 

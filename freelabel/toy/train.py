@@ -31,7 +31,7 @@ class ToyClipTrainConfig:
     pool_size: int = 40_000  # scenes rendered before training; each is also seen mirrored
     single_object_fraction: float = 0.5  # share of pool scenes with one object (the rest have 1-4)
     omit_colour_prob: float = 0.5  # chance an object is captioned without its colour ("a striped circle")
-    batch_size: int = 64  # images (and captions) per contrastive step
+    batch_size: int = 128  # images (and captions) per contrastive step
     lr: float = 1e-3  # peak AdamW learning rate
     weight_decay: float = 0.1  # AdamW weight decay on matrices (not on gains, biases, embeddings)
     warmup_fraction: float = 0.03  # share of the budget spent warming the learning rate up linearly
@@ -76,12 +76,11 @@ def _learning_rate(config: ToyClipTrainConfig, progress: float) -> float:
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices only (not on gains, biases or embeddings)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        matrix = param.ndim >= 2 and "embedding" not in name and "token" not in name
-        (decay if matrix else no_decay).append(param)
+        if param.requires_grad:
+            (decay if param.ndim >= 2 and "embedding" not in name else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
