@@ -18,7 +18,7 @@ import torch
 
 from freelabel.clip import load_clip
 from freelabel.crf import CrfConfig, refine
-from freelabel.io import read_image, read_mask
+from freelabel.io import read_classes, read_image, read_mask
 from freelabel.labeler import Labeler, LabelerConfig
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "coco-object-val"
@@ -41,8 +41,7 @@ def main() -> None:
     labeler = Labeler(clip, config=config)
     paths = sorted((DATA / "images").iterdir())[:args.n]
     labels_of = {}
-    names = [line.split(" ", 1)[1] for line in (DATA / "classes.txt").read_text().splitlines()
-             if line and not line.startswith("#")]
+    names = read_classes(DATA / "classes.txt")
     for path in paths:
         present = sorted(set(np.unique(read_mask(DATA / "masks" / f"{path.stem}.png")).tolist()) - {0, 255})
         labels_of[path] = [names[i] for i in present] or ["person"]

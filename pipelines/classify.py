@@ -11,7 +11,7 @@ from tqdm import tqdm
 from freelabel.classify import label_probabilities, label_similarities
 from freelabel.clip import ClipConfig, load_clip
 from freelabel.errors import FreelabelError
-from freelabel.io import ImageReadError, list_images, provenance, read_image, write_json
+from freelabel.io import ImageReadError, list_images, prefetch_images, provenance, write_json
 
 
 @dataclass
@@ -43,23 +43,27 @@ def classify_folder(images_dir: str | Path, vocabulary: list[str], out: str | Pa
     if not names:
         raise FreelabelError(f"no images found below {images_dir}")
     labels, scores, failed = {}, {}, {}
-    for start in tqdm(range(0, len(names), config.batch_size), desc="classifying", unit="batch"):
-        batch_names, batch = [], []
-        for name in names[start:start + config.batch_size]:
-            try:
-                image = read_image(images_dir / name)
-            except ImageReadError as error:
-                failed[name] = str(error)
-                continue
-            batch_names.append(name)
-            batch.append(image)
-        if not batch:
-            continue
+    batch_names, batch = [], []
+
+    def score_batch() -> None:
         probabilities = label_probabilities(clip, label_similarities(clip, batch, vocabulary))
         for name, row in zip(batch_names, probabilities):
-            order = np.argsort(-row)[:config.top_k]
-            labels[name] = [vocabulary[k] for k in order if row[k] >= config.min_probability]
-            scores[name] = {vocabulary[k]: round(float(row[k]), 5) for k in np.argsort(-row)}
+            order = np.argsort(-row)
+            labels[name] = [vocabulary[k] for k in order[:config.top_k] if row[k] >= config.min_probability]
+            scores[name] = {vocabulary[k]: round(float(row[k]), 5) for k in order}
+        batch_names.clear()
+        batch.clear()
+
+    for name, image in tqdm(prefetch_images(images_dir, names), total=len(names), desc="classifying", unit="image"):
+        if isinstance(image, ImageReadError):
+            failed[name] = str(image)
+            continue
+        batch_names.append(name)
+        batch.append(image)
+        if len(batch) == config.batch_size:
+            score_batch()
+    if batch:
+        score_batch()
     write_json(out / "labels.json", labels)
     write_json(out / "scores.json", scores)
     write_json(out / "failed.json", failed)

@@ -68,11 +68,14 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path,
     manifest = {"config": asdict(config), "model": clip.pretrained, "images_dir": str(images_dir),
                 "labels": labels_spec, "classes": classes, **provenance(), "images": status}
     started, done, skipped, failed = time.monotonic(), 0, 0, 0
+    def labels_of(name: str) -> list[str]:
+        return image_labels if isinstance(image_labels, list) else image_labels.get(name, [])
+
     todo = []
     for name in names:
         if (out / Path(name).with_suffix(".png")).is_file() and not config.overwrite:
             skipped += 1
-        elif not (image_labels if isinstance(image_labels, list) else image_labels.get(name)):
+        elif not labels_of(name):
             status[name] = {"status": "skipped", "reason": "no labels for this image"}
             skipped += 1
         else:
@@ -82,10 +85,9 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path,
             status[name] = {"status": "failed", "reason": str(image)}
             failed += 1
             continue
-        labels = image_labels if isinstance(image_labels, list) else image_labels[name]
         target = out / Path(name).with_suffix(".png")
         labeler.set_image(image)
-        result = labeler.segment(labels)
+        result = labeler.segment(labels_of(name))
         lookup = np.zeros(256, dtype=np.uint8)  # the image's label order -> the global label index
         lookup[1:len(result.labels) + 1] = [classes.index(n) for n in result.labels]
         lookup[IGNORE_INDEX] = IGNORE_INDEX
