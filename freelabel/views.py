@@ -67,23 +67,26 @@ def view_crops(image: torch.Tensor, view: View) -> torch.Tensor:
     return torch.stack([x[:, y:y + wh, x0:x0 + ww] for y, x0 in view.crops])
 
 
-def view_to_image(crop_maps: torch.Tensor, view: View, height: int, width: int) -> torch.Tensor:
-    """Stitch per-crop maps back into image coordinates.
+def view_to_image(crop_maps: torch.Tensor, view: View, size: tuple[int, int]) -> torch.Tensor:
+    """Map per-crop maps back into image coordinates.
 
-    crop_maps: (n_crops, K, h, w) at any resolution (upsampled bilinearly to the crop size); overlapping crops are
-    averaged, the flip undone and the view resized to (height, width). Returns (K, height, width) float32.
+    crop_maps: (n_crops, K, h, w) at any resolution. The flip is undone and the view resampled bilinearly to
+    ``size`` = (height, width), any grid over the whole image; overlapping crops are stitched at the view's
+    pixel resolution first and averaged. Returns (K, height, width) float32.
     """
-    wh, ww = view.window
-    maps = F.interpolate(crop_maps.float(), size=(wh, ww), mode="bilinear", align_corners=False)
-    canvas = maps.new_zeros((maps.shape[1], *view.size))
-    count = maps.new_zeros((1, *view.size))
-    for crop, (y, x) in zip(maps, view.crops):
-        canvas[:, y:y + wh, x:x + ww] += crop
-        count[:, y:y + wh, x:x + ww] += 1
-    canvas = canvas / count
+    maps = crop_maps.float()
+    if len(view.crops) > 1:
+        wh, ww = view.window
+        maps = F.interpolate(maps, size=(wh, ww), mode="bilinear", align_corners=False)
+        canvas = maps.new_zeros((1, maps.shape[1], *view.size))
+        count = maps.new_zeros((1, 1, *view.size))
+        for crop, (y, x) in zip(maps, view.crops):
+            canvas[0, :, y:y + wh, x:x + ww] += crop
+            count[0, :, y:y + wh, x:x + ww] += 1
+        maps = canvas / count
     if view.flip:
-        canvas = canvas.flip(-1)
-    return F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        maps = maps.flip(-1)
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[0]
 
 
 def fuse(maps: torch.Tensor, how: str = "softmin", temperature: float = 0.1) -> torch.Tensor:
