@@ -184,6 +184,10 @@ class LoadedClip:
                 self._text_cache[(label, templates)] = embedding
         return torch.stack([self._text_cache[(label, templates)] for label in labels])
 
+    def forget_text(self) -> None:
+        """Drop cached label embeddings; needed only when the text tower's weights change (training)."""
+        self._text_cache.clear()
+
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}

@@ -58,13 +58,19 @@ def plan_views(height: int, width: int, base_size: int, scales: tuple[float, ...
     return views
 
 
-def view_crops(image: torch.Tensor, view: View) -> torch.Tensor:
-    """image: (3, H, W) normalised float. Returns the view's crops, (n_crops, 3, window_h, window_w)."""
-    x = F.interpolate(image[None], size=view.size, mode="bilinear", antialias=True, align_corners=False)[0]
-    if view.flip:
-        x = x.flip(-1)
-    wh, ww = view.window
-    return torch.stack([x[:, y:y + wh, x0:x0 + ww] for y, x0 in view.crops])
+def view_crops(image: torch.Tensor, views: list[View]) -> list[torch.Tensor]:
+    """image: (3, H, W) normalised float. Returns each view's crops, (n_crops, 3, window_h, window_w) per view;
+    views of one size (a view and its flip) share a single resize."""
+    resized: dict[tuple[int, int], torch.Tensor] = {}
+    out = []
+    for view in views:
+        if view.size not in resized:
+            resized[view.size] = F.interpolate(image[None], size=view.size, mode="bilinear", antialias=True,
+                                               align_corners=False)[0]
+        x = resized[view.size].flip(-1) if view.flip else resized[view.size]
+        wh, ww = view.window
+        out.append(torch.stack([x[:, y:y + wh, x0:x0 + ww] for y, x0 in view.crops]))
+    return out
 
 
 def view_to_image(crop_maps: torch.Tensor, view: View, size: tuple[int, int]) -> torch.Tensor:

@@ -29,9 +29,12 @@ def test_text_embeddings_are_cached_per_label():
     clip = load_clip("test-tiny-vit", "random")
     first = clip.encode_labels(["a", "b"])
     calls = []
-    clip.model.encode_text = lambda *args, **kwargs: calls.append(1)  # would break if called again
+    encode_text = clip.model.encode_text
+    clip.model.encode_text = lambda *args, **kwargs: calls.append(1) or encode_text(*args, **kwargs)
     assert torch.equal(clip.encode_labels(["b", "a"]), first.flip(0))
     assert not calls
+    clip.forget_text()  # after the text tower changes, labels are encoded again
+    assert torch.allclose(clip.encode_labels(["a"]), first[:1]) and calls
 
 
 def _save_random(name, path, fmt):

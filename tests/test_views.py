@@ -24,8 +24,8 @@ def test_views_are_patch_multiples_with_flips_and_sliding_windows():
 
 def test_crops_and_stitching_invert_each_other():
     image = torch.arange(3 * 40 * 56, dtype=torch.float32).view(3, 40, 56) / 1000
-    for view in plan_views(40, 56, base_size=32, scales=(1.0, 1.5), flip=True, patch=8, window=32):
-        crops = view_crops(image, view)
+    views = plan_views(40, 56, base_size=32, scales=(1.0, 1.5), flip=True, patch=8, window=32)
+    for view, crops in zip(views, view_crops(image, views), strict=True):
         assert crops.shape == (len(view.crops), 3, *view.window)
         back = view_to_image(crops, view, (40, 56))
         assert back.shape == (3, 40, 56)
