@@ -126,7 +126,7 @@ def generate(images: str, labels_spec: str, out: str, method: str | None, surger
     config = GenerateConfig(clip=clip, labeler=labeler, **_given(save_scores=save_scores, overwrite=overwrite))
     summary = run(images, labels_spec, out, config)["summary"]
     click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {summary['failed']} failed "
-               f"in {summary['seconds']} s -> {out}")
+               f"in {summary['seconds']} s (+ {summary['text_seconds']} s encoding labels) -> {out}")
 
 
 @main.command()

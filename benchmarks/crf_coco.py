@@ -34,7 +34,9 @@ def coarse_probabilities(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     one_hot = torch.from_numpy((mask[None] == present[:, None, None]).astype(np.float32))[None]
     h, w = mask.shape
     grid = F.avg_pool2d(one_hot, STRIDE, ceil_mode=True)
-    up = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)[0]
+    # the grid covers the image padded to whole cells: upsample to that size and crop, so cells stay aligned
+    padded = (grid.shape[-2] * STRIDE, grid.shape[-1] * STRIDE)
+    up = F.interpolate(grid, size=padded, mode="bilinear", align_corners=False)[0, :, :h, :w]
     up = up / up.sum(dim=0, keepdim=True).clamp_min(1e-6)
     return present, ((1 - SOFTEN) * up + SOFTEN / len(present)).numpy()
 

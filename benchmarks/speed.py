@@ -1,6 +1,9 @@
 """Throughput of pseudo-mask generation with a ViT-B/16-sized CLIP (random weights: speed is the same as with
-real ones) on COCO images: end-to-end images/s against the same run's bare image-encoder passes, a breakdown
-per stage, peak memory, and each CRF backend.
+real ones) on COCO images.
+
+End-to-end is the real ``generate`` pipeline (prefetching reader, 4 views, maps, fusion, CRF, atomic mask
+writes, manifest) on ``--n`` images with their labels; its stages are timed by wrapping the pipeline's own calls.
+The bare encoder rate is the same views through the same encoder in the same process, nothing else.
 
     .venv/bin/python benchmarks/speed.py [--device cpu|cuda] [--n 50] [--crf pydensecrf|torch|none]
 """
@@ -8,7 +11,11 @@ per stage, peak memory, and each CRF backend.
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import resource
+import shutil
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -16,12 +23,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freelabel.clip import load_clip
-from freelabel.crf import CrfConfig, refine
+import freelabel.labeler
+import pipelines.generate
+from freelabel.clip import ClipConfig, load_clip
+from freelabel.crf import CrfConfig
 from freelabel.io import read_classes, read_image, read_mask
 from freelabel.labeler import Labeler, LabelerConfig
+from pipelines.generate import GenerateConfig, generate
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "coco-object-val"
+
+
+def _timed(stages: dict[str, float], stage: str, function, sync=lambda: None):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        result = function(*args, **kwargs)
+        sync()
+        stages[stage] += time.perf_counter() - started
+        return result
+    return wrapper
 
 
 def main() -> None:
@@ -33,58 +54,50 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA}")
-    torch.manual_seed(0)
-    clip = load_clip("ViT-B-16", "random", device=args.device)
+    names = read_classes(DATA / "classes.txt")
+    paths = sorted((DATA / "images").iterdir())[:args.n]
     # 4 views: two scales x flip, each view one 448-px-short-side pass
     config = LabelerConfig(input_size=args.size, scales=(1.0, 0.75), flip=True,
                            crf=None if args.crf == "none" else CrfConfig(backend=args.crf))
-    labeler = Labeler(clip, config=config)
-    paths = sorted((DATA / "images").iterdir())[:args.n]
-    labels_of = {}
-    names = read_classes(DATA / "classes.txt")
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    work = Path(tempfile.mkdtemp(prefix="freelabel-speed-"))
+    (work / "images").mkdir()
+    labels = {}
     for path in paths:
+        (work / "images" / path.name).symlink_to(path)
         present = sorted(set(np.unique(read_mask(DATA / "masks" / f"{path.stem}.png")).tolist()) - {0, 255})
-        labels_of[path] = [names[i] for i in present] or ["person"]
+        labels[path.name] = [names[i] for i in present] or ["person"]
+    (work / "labels.json").write_text(json.dumps(labels))
 
-    def sync() -> None:
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    # warm-up (allocations, kernels), then the timed end-to-end run with its own breakdown
-    labeler.set_image(read_image(paths[0]))
-    labeler.segment(labels_of[paths[0]])
     stages: dict[str, float] = defaultdict(float)
-    crf, labeler.config.crf = labeler.config.crf, None
-    started = time.perf_counter()
-    for path in paths:
-        t0 = time.perf_counter()
-        image = read_image(path)
-        t1 = time.perf_counter()
-        labeler.set_image(image)
-        sync()
-        t2 = time.perf_counter()
-        result = labeler.segment(labels_of[path])
-        t3 = time.perf_counter()
-        if crf is not None:
-            refine(result.probabilities, image, crf)
-        t4 = time.perf_counter()
-        stages["read"] += t1 - t0
-        stages["encoder (all views)"] += t2 - t1
-        stages["maps+fusion"] += t3 - t2
-        stages["crf"] += t4 - t3
-    end_to_end = len(paths) / (time.perf_counter() - started)
-    labeler.config.crf = crf
-    # bare encoder: the same views through the same encoder, nothing else
+    Labeler.set_image = _timed(stages, "encoder", Labeler.set_image, sync)
+    freelabel.labeler.refine = _timed(stages, "crf", freelabel.labeler.refine)
+    Labeler.segment = _timed(stages, "segment", Labeler.segment)  # maps + fusion + crf
+    pipelines.generate.write_mask = _timed(stages, "write", pipelines.generate.write_mask)
+    torch.manual_seed(0)
+    manifest = generate(work / "images", str(work / "labels.json"), work / "out",
+                        GenerateConfig(clip=ClipConfig("ViT-B-16", "random", args.device), labeler=config))
+    assert manifest["summary"]["done"] == len(paths), manifest["summary"]
+    loop_seconds = manifest["summary"]["seconds"]
+    end_to_end = len(paths) / loop_seconds
+
+    shutil.rmtree(work)
+    timed = {"encoder": stages["encoder"], "maps+fusion": stages["segment"] - stages["crf"], "crf": stages["crf"],
+             "write": stages["write"]}
+    timed["read+other"] = max(loop_seconds - sum(timed.values()), 0.0)
+    # bare encoder: a labeler over the same architecture, the same images and views, warmed up first
+    labeler = Labeler(load_clip("ViT-B-16", "random", device=args.device), config=config)
     images = [read_image(p) for p in paths]
+    labeler.set_image(images[0])
     started = time.perf_counter()
     for image in images:
-        labeler.set_image(image)
+        Labeler.set_image.__wrapped__(labeler, image)
     sync()
     encoder_rate = len(images) / (time.perf_counter() - started)
+
+    breakdown = " ".join(f"{k}={100 * v / loop_seconds:.0f}%" for k, v in timed.items())
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     gpu = (f" gpu_peak={torch.cuda.max_memory_allocated() / 1e9:.2f}GB" if args.device.startswith("cuda") else "")
-    total = sum(stages.values())
-    breakdown = " ".join(f"{k}={100 * v / total:.0f}%" for k, v in stages.items())
     print(f"speed: device={args.device} n={len(paths)} views=4 size={args.size} crf={args.crf} "
           f"end_to_end={end_to_end:.3f} img/s encoder_only={encoder_rate:.3f} img/s "
           f"ratio={end_to_end / encoder_rate:.2f} [{breakdown}] peak_rss={peak_rss_gb:.2f}GB{gpu}")

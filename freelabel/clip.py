@@ -54,6 +54,7 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a photo of one {}.", "a close-up photo of the {}.", "a photo of a large {}.", "a photo of a small {}.",
     "itap of a {}.", "a photo of the large {}.", "a photo of the small {}.", "art of the {}.", "a {}.",
 )
+TEXT_BATCH = 512  # prompts per text-tower pass when many labels are encoded at once
 # Models trained on other captions get their own templates.
 MODEL_TEMPLATES: dict[str, tuple[str, ...]] = {
     TOY_MODEL: ("a photo of a {}.", "a picture of a {}.", "a {}.", "an image with a {}."),
@@ -175,12 +176,14 @@ class LoadedClip:
         """
         templates = tuple(templates or self.templates)
         missing = [label for label in dict.fromkeys(labels) if (label, templates) not in self._text_cache]
-        if missing:
-            prompts = [template.format(label) for label in missing for template in templates]
+        per_batch = max(1, TEXT_BATCH // len(templates))  # bounds memory for large vocabularies
+        for start in range(0, len(missing), per_batch):
+            chunk = missing[start:start + per_batch]
+            prompts = [template.format(label) for label in chunk for template in templates]
             tokens = self.tokenizer(prompts).to(self.device)
             embeddings = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-            embeddings = embeddings.view(len(missing), len(templates), -1).mean(dim=1)
-            for label, embedding in zip(missing, F.normalize(embeddings, dim=-1)):
+            embeddings = embeddings.view(len(chunk), len(templates), -1).mean(dim=1)
+            for label, embedding in zip(chunk, F.normalize(embeddings, dim=-1)):
                 self._text_cache[(label, templates)] = embedding
         return torch.stack([self._text_cache[(label, templates)] for label in labels])
 

@@ -128,6 +128,11 @@ class Labeler:
                 start += n
         self._image = image
 
+    def prepare_labels(self, labels: Sequence[str]) -> None:
+        """Encode ``labels`` (e.g. a dataset's whole vocabulary), the background words and the empty prompt
+        ahead of time in batches, so that later ``segment`` calls need no text-tower pass."""
+        self.clip.encode_labels([*labels, *self.config.background_words, ""])
+
     @torch.no_grad()
     def label_maps(self, labels: Sequence[str]) -> torch.Tensor:
         """Fused per-label maps for the cached image: (K, H, W) float32 in [0, 1], one per label in order.

@@ -124,3 +124,19 @@ def test_local_folder_in_open_clip_layout(tmp_path):
     clip = load_clip(str(tmp_path))
     assert torch.equal(clip.model.state_dict()["visual.proj"], state["visual.proj"])
     assert clip.encode_labels(["cat"]).shape == (1, config["embed_dim"])
+
+
+def test_many_labels_are_encoded_in_batches_with_the_same_result(monkeypatch):
+    import freelabel.clip
+
+    labels = [f"thing {i}" for i in range(7)]
+    whole = load_clip("test-tiny-vit", "random")
+    expected = whole.encode_labels(labels)
+    batched = load_clip("test-tiny-vit", "random")
+    batched.model.load_state_dict(whole.model.state_dict())
+    sizes = []
+    encode_text = batched.model.encode_text
+    batched.model.encode_text = lambda tokens: sizes.append(len(tokens)) or encode_text(tokens)
+    monkeypatch.setattr(freelabel.clip, "TEXT_BATCH", 2 * len(batched.templates))
+    assert torch.allclose(batched.encode_labels(labels), expected, atol=1e-5)
+    assert sizes == [2 * len(batched.templates)] * 3 + [len(batched.templates)]

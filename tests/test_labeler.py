@@ -91,6 +91,21 @@ def test_one_encoder_pass_serves_many_queries(tiny):
     assert second.scores.shape[0] == 1 and np.array_equal(first.mask, again.mask)
 
 
+def test_prepared_labels_need_no_text_pass_later():
+    clip = load_clip("test-tiny-vit", "random")  # its own text cache
+    labeler = Labeler(clip, config=LabelerConfig(crf=None, background_words=("sky",)))
+    labeler.prepare_labels(["red circle", "blue square", "green triangle"])
+    calls = []
+    encode_text = clip.model.encode_text
+    clip.model.encode_text = lambda *args, **kwargs: calls.append(1) or encode_text(*args, **kwargs)
+    labeler.set_image(next(scenes(1, 1)).image)
+    labeler.segment(["green triangle"])
+    labeler.segment(["red circle", "blue square"])
+    assert not calls
+    labeler.segment(["striped circle"])  # not prepared: encoded on first use
+    assert calls
+
+
 def test_background_words_and_ignore_threshold(tiny):
     image = next(scenes(2, 1)).image
     strict = Labeler(tiny, config=LabelerConfig(crf=None, ignore_threshold=1.0, background_words=("sky",)))

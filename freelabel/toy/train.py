@@ -116,7 +116,7 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
     curve: list[dict] = []
 
     def evaluate(step: int, seconds: float, loss: float) -> None:
-        clip._text_cache.clear()  # the text tower changed since the last point
+        clip.forget_text()  # the text tower changed since the last point
         report = zero_shot_report(clip, val)
         curve.append({"step": step, "minutes": round(seconds / 60, 2), "loss": round(loss, 4),
                       **{k: round(v, 4) for k, v in report.items()}})
