@@ -78,7 +78,7 @@ def main() -> None:
     manifest = generate(work / "images", str(work / "labels.json"), work / "out",
                         GenerateConfig(clip=ClipConfig("ViT-B-16", "random", args.device), labeler=config))
     assert manifest["summary"]["done"] == len(paths), manifest["summary"]
-    loop_seconds = manifest["summary"]["seconds"]
+    loop_seconds, text_seconds = manifest["summary"]["seconds"], manifest["summary"]["text_seconds"]
     end_to_end = len(paths) / loop_seconds
 
     shutil.rmtree(work)
@@ -100,7 +100,8 @@ def main() -> None:
     gpu = (f" gpu_peak={torch.cuda.max_memory_allocated() / 1e9:.2f}GB" if args.device.startswith("cuda") else "")
     print(f"speed: device={args.device} n={len(paths)} views=4 size={args.size} crf={args.crf} "
           f"end_to_end={end_to_end:.3f} img/s encoder_only={encoder_rate:.3f} img/s "
-          f"ratio={end_to_end / encoder_rate:.2f} [{breakdown}] peak_rss={peak_rss_gb:.2f}GB{gpu}")
+          f"ratio={end_to_end / encoder_rate:.2f} [{breakdown}] label_encoding_once={text_seconds:.1f}s "
+          f"peak_rss={peak_rss_gb:.2f}GB{gpu}")
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ class LabelerConfig:
     window: int | None = None  # crop side for views larger than it (stride half); None = each view whole
     fusion: str = "softmin"  # how views are combined: softmin (smoothed min-pooling), mean or max
     softmin_temperature: float = 0.1  # T of the smoothed minimum, on maps scaled to [0, 1]
-    # Views are fused on a grid this many image pixels apart and upsampled once: maps are patch-coarse, so
-    # full-resolution fusion would cost time (a fifth of a CPU run) without changing them.
-    fusion_stride: int = 4
+    # Views are fused on a grid this many times finer than the finest view's patch grid (at most the image's
+    # pixels), then upsampled once: maps are patch-coarse, so fusing at full resolution only costs time.
+    fusion_upsampling: int = 4
     background_threshold: float = 0.8  # a pixel is background unless some label's scaled map reaches this
     background_words: tuple[str, ...] = ()  # extra negative labels ("ground", "sky", ...) counted as background
     sharpness: float = 20.0  # label scores x sharpness -> softmax: how peaked the probabilities are
@@ -45,8 +45,8 @@ class LabelerConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
-        if self.fusion_stride < 1:
-            raise ValueError(f"fusion_stride must be at least 1, got {self.fusion_stride}")
+        if self.fusion_upsampling < 1:
+            raise ValueError(f"fusion_upsampling must be at least 1, got {self.fusion_upsampling}")
         if not 0 <= self.ignore_threshold <= 1:
             raise ValueError(f"ignore_threshold must be in [0, 1], got {self.ignore_threshold}")
 
@@ -146,8 +146,9 @@ class Labeler:
         if not labels or any(not isinstance(label, str) or not label.strip() for label in labels):
             raise FreelabelError(f"labels must be non-empty strings, got {labels!r}")
         height, width = self._image.shape[:2]
-        stride = self.config.fusion_stride
-        grid = (-(-height // stride), -(-width // stride))
+        finest = max((f.view.size for f in self._features), key=lambda size: size[0] * size[1])
+        factor = self.config.fusion_upsampling / self.encoder.patch_size
+        grid = (min(height, round(finest[0] * factor)), min(width, round(finest[1] * factor)))
         queries = labels + [w for w in self.config.background_words if w not in labels]
         text = self.clip.encode_labels(queries)
         empty = self.clip.encode_labels([""])[0]
