@@ -67,10 +67,8 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path,
     write_classes(out / "classes.txt", classes)
     manifest = {"config": asdict(config), "model": clip.pretrained, "images_dir": str(images_dir),
                 "labels": labels_spec, "classes": classes, **provenance(), "images": status}
-    started = time.monotonic()
-    labeler.prepare_labels(classes[1:])  # the whole vocabulary in batches, once
-    text_seconds = time.monotonic() - started
-    started, done, skipped, failed = time.monotonic(), 0, 0, 0
+    done, skipped, failed = 0, 0, 0
+
     def labels_of(name: str) -> list[str]:
         return image_labels if isinstance(image_labels, list) else image_labels.get(name, [])
 
@@ -83,6 +81,11 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path,
             skipped += 1
         else:
             todo.append(name)
+    started = time.monotonic()
+    # the labels still needed, in batches, once (a resumed run does not re-encode a finished vocabulary)
+    labeler.prepare_labels(list(dict.fromkeys(label for name in todo for label in labels_of(name))))
+    text_seconds = time.monotonic() - started
+    started = time.monotonic()
     for name, image in tqdm(prefetch_images(images_dir, todo), total=len(todo), desc="pseudo-masks", unit="image"):
         if isinstance(image, ImageReadError):
             status[name] = {"status": "failed", "reason": str(image)}
@@ -101,7 +104,7 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path,
                     np.savez_compressed(handle, probabilities=result.probabilities.astype(np.float16),
                                         labels=np.array(["background", *result.labels]))
         status[name] = {"status": "done", "labels": list(result.labels),
-                        "ignored_fraction": round(float((result.mask == 255).mean()), 4)}
+                        "ignored_fraction": round(float((result.mask == IGNORE_INDEX).mean()), 4)}
         done += 1
         if done % 50 == 0:
             write_json(manifest_path, manifest)

@@ -48,9 +48,14 @@ def test_generate_writes_masks_index_and_manifest(folder):
     assert "torch" in manifest["versions"] and all(v["status"] == "done" for v in manifest["images"].values())
 
 
-def test_rerun_skips_finished_images_unless_overwrite(folder):
+def test_rerun_skips_finished_images_unless_overwrite(folder, monkeypatch):
     assert _generate(folder).exit_code == 0
+    prepared = []
+    prepare_labels = Labeler.prepare_labels
+    monkeypatch.setattr(Labeler, "prepare_labels",
+                        lambda self, labels: prepared.append(list(labels)) or prepare_labels(self, labels))
     assert "0 masks written, 3 skipped" in _generate(folder).output
+    assert prepared == [[]]  # nothing left to do: no label is encoded
     assert "3 masks written" in _generate(folder, "--overwrite").output
 
 
