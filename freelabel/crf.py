@@ -22,13 +22,13 @@ class CrfConfig:
 
     backend: str = "pydensecrf"  # "pydensecrf" (exact, CPU) or "torch" (local window, batched, GPU or CPU)
     iterations: int = 10  # mean-field iterations
-    # Defaults: the least harmful of a small grid on half of COCO-Object val (benchmarks/crf_coco.py); kernels
-    # are normalised, so weights above ~1 let smoothing override the unary and erase small objects.
+    # Defaults: the best of a 38-point grid on half of COCO-Object val (benchmarks/crf_coco.py --tune): a short-range
+    # appearance kernel only. Wider kernels and the smoothness kernel erase small and thin objects there.
     gaussian_sxy: float = 3.0  # spatial std of the smoothness kernel
-    gaussian_compat: float = 1.0  # weight of the smoothness kernel
-    bilateral_sxy: float = 30.0  # spatial std of the appearance kernel
-    bilateral_srgb: float = 13.0  # colour std of the appearance kernel
-    bilateral_compat: float = 1.0  # weight of the appearance kernel
+    gaussian_compat: float = 0.0  # weight of the smoothness kernel (0 = not used)
+    bilateral_sxy: float = 5.0  # spatial std of the appearance kernel
+    bilateral_srgb: float = 6.0  # colour std of the appearance kernel
+    bilateral_compat: float = 1.0  # weight of the appearance kernel (0 = not used)
     window: int = 9  # torch backend: neighbourhood side on the downsampled grid (odd)
     downsample: int = 4  # torch backend: messages are passed on a grid this many times coarser
 
@@ -71,9 +71,11 @@ def _refine_exact(probabilities: np.ndarray, image: np.ndarray, config: CrfConfi
     labels, height, width = probabilities.shape
     crf = dcrf.DenseCRF2D(width, height, labels)
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(np.clip(probabilities, 1e-8, 1.0))))
-    crf.addPairwiseGaussian(sxy=config.gaussian_sxy, compat=config.gaussian_compat)
-    crf.addPairwiseBilateral(sxy=config.bilateral_sxy, srgb=config.bilateral_srgb,
-                             rgbim=np.ascontiguousarray(image, dtype=np.uint8), compat=config.bilateral_compat)
+    if config.gaussian_compat:
+        crf.addPairwiseGaussian(sxy=config.gaussian_sxy, compat=config.gaussian_compat)
+    if config.bilateral_compat:
+        crf.addPairwiseBilateral(sxy=config.bilateral_sxy, srgb=config.bilateral_srgb,
+                                 rgbim=np.ascontiguousarray(image, dtype=np.uint8), compat=config.bilateral_compat)
     q = np.array(crf.inference(config.iterations), dtype=np.float32)
     return q.reshape(labels, height, width)
 
@@ -105,18 +107,17 @@ def refine_torch(probabilities: torch.Tensor, images: torch.Tensor, config: CrfC
     ys = (torch.arange(h, device=rgb.device, dtype=torch.float32) + 0.5) * height / h
     xs = (torch.arange(w, device=rgb.device, dtype=torch.float32) + 0.5) * width / w
     grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None].expand(batch, 2, h, w)
-    kernels = (
-        (config.gaussian_compat, _local_kernel(grid / config.gaussian_sxy, config.window)),
-        (config.bilateral_compat, _local_kernel(torch.cat([grid / config.bilateral_sxy, rgb / config.bilateral_srgb],
-                                                          dim=1), config.window)),
-    )
+    features = ((config.gaussian_compat, lambda: grid / config.gaussian_sxy),
+                (config.bilateral_compat, lambda: torch.cat([grid / config.bilateral_sxy, rgb / config.bilateral_srgb],
+                                                            dim=1)))
+    kernels = [(weight, _local_kernel(make(), config.window)) for weight, make in features if weight]
     # symmetric normalisation, as pydensecrf's default: k_ij / sqrt(n_i n_j) with n_i = sum_j k_ij
     norms = [kernel.sum(dim=1, keepdim=True).clamp_min(1e-6).rsqrt() for _, kernel in kernels]
     log_unary = torch.log(probabilities.float().clamp_min(1e-8))
     q = probabilities.float()
     for _ in range(config.iterations):
         coarse = F.interpolate(q, size=(h, w), mode="area") if step > 1 else q
-        message = 0
+        message = torch.zeros_like(coarse)
         for (weight, kernel), norm in zip(kernels, norms):
             neighbours = F.unfold(coarse * norm, config.window, padding=config.window // 2)
             neighbours = neighbours.view(batch, labels, config.window ** 2, h, w)
