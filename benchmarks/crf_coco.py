@@ -64,9 +64,16 @@ def load_samples(indices: slice) -> list:
     return samples
 
 
-def _tune_score(config: CrfConfig) -> tuple[float, CrfConfig]:
+_tuning_samples: list = []  # each search worker loads the tuning half once, in _load_tuning_samples
+
+
+def _load_tuning_samples() -> None:
     torch.set_num_threads(1)  # one core per worker, as the exact CRF uses
-    return score(load_samples(TUNE), config)[0], config
+    _tuning_samples.extend(load_samples(TUNE))
+
+
+def _tune_score(config: CrfConfig) -> tuple[float, CrfConfig]:
+    return score(_tuning_samples, config)[0], config
 
 
 def search(backend: str, workers: int) -> CrfConfig:
@@ -75,7 +82,7 @@ def search(backend: str, workers: int) -> CrfConfig:
     base = CrfConfig(backend=backend, gaussian_compat=0.0)
     grid = [dataclasses.replace(base, bilateral_sxy=sxy, bilateral_srgb=srgb, bilateral_compat=weight)
             for sxy in (5.0, 10.0, 20.0, 40.0) for srgb in (2.0, 3.5, 6.0) for weight in (1.0, 3.0, 8.0)]
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_load_tuning_samples) as pool:
         scored = pool.map(_tune_score, grid)
         best = max(scored, key=lambda item: item[0])
         smooth = [dataclasses.replace(best[1], gaussian_compat=weight) for weight in (1.0, 3.0)]
