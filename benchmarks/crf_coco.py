@@ -105,10 +105,10 @@ def main() -> None:
     test = load_samples(TEST)
     # one set of parameters serves both backends (the library has one default): it is searched with the exact CRF
     tuned = search("pydensecrf", args.workers) if args.tune else CrfConfig()
+    before, _ = score(test, None)
     results = {}
     for backend in ("pydensecrf", "torch"):
         config = dataclasses.replace(tuned, backend=backend)
-        before, _ = score(test, None)
         after, seconds = score(test, config)
         results[backend] = (before, after, seconds)
         print(f"{backend}: before={before:.4f} after={after:.4f} gain={100 * (after - before):+.1f} points "

@@ -107,10 +107,12 @@ def refine_torch(probabilities: torch.Tensor, images: torch.Tensor, config: CrfC
     ys = (torch.arange(h, device=rgb.device, dtype=torch.float32) + 0.5) * height / h
     xs = (torch.arange(w, device=rgb.device, dtype=torch.float32) + 0.5) * width / w
     grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None].expand(batch, 2, h, w)
-    features = ((config.gaussian_compat, lambda: grid / config.gaussian_sxy),
-                (config.bilateral_compat, lambda: torch.cat([grid / config.bilateral_sxy, rgb / config.bilateral_srgb],
-                                                            dim=1)))
-    kernels = [(weight, _local_kernel(make(), config.window)) for weight, make in features if weight]
+    kernels = []  # (weight, kernel); a kernel with weight 0 is not built, as in the exact backend
+    if config.gaussian_compat:
+        kernels.append((config.gaussian_compat, _local_kernel(grid / config.gaussian_sxy, config.window)))
+    if config.bilateral_compat:
+        appearance = torch.cat([grid / config.bilateral_sxy, rgb / config.bilateral_srgb], dim=1)
+        kernels.append((config.bilateral_compat, _local_kernel(appearance, config.window)))
     # symmetric normalisation, as pydensecrf's default: k_ij / sqrt(n_i n_j) with n_i = sum_j k_ij
     norms = [kernel.sum(dim=1, keepdim=True).clamp_min(1e-6).rsqrt() for _, kernel in kernels]
     log_unary = torch.log(probabilities.float().clamp_min(1e-8))
