@@ -58,6 +58,7 @@ def predict(samples, config: CrfConfig | None) -> tuple[list[np.ndarray], float]
 
 
 def miou(samples, predictions: list[np.ndarray]) -> float:
+    """mIoU of ``predictions`` against the samples' masks over all of them (255 ignored)."""
     matrix = ConfusionMatrix(81)
     for (_, mask, _, _), prediction in zip(samples, predictions):
         matrix.update(prediction, mask)
@@ -113,8 +114,8 @@ def _tune_score(config: CrfConfig) -> tuple[float, CrfConfig]:
 def search(backend: str, workers: int) -> CrfConfig:
     """The best CRF parameters for ``backend`` on the tuning half (in mIoU): a grid over the appearance kernel
     (spatial std x colour std x weight) without the smoothness kernel, then the winner with it added, then the
-    fewest mean-field iterations that score within ``ITERATION_TOLERANCE`` of the best (they cost time, not
-    lattice building)."""
+    fewest mean-field iterations that score within ``ITERATION_TOLERANCE`` of the best (each iteration costs
+    time; the lattice is built once)."""
     base = CrfConfig(backend=backend, gaussian_compat=0.0)
     grid = [dataclasses.replace(base, bilateral_sxy=sxy, bilateral_srgb=srgb, bilateral_compat=weight)
             for sxy in (5.0, 10.0, 20.0, 40.0) for srgb in (2.0, 3.5, 6.0) for weight in (1.0, 3.0, 8.0)]
@@ -125,8 +126,8 @@ def search(backend: str, workers: int) -> CrfConfig:
         scored += pool.map(_tune_score, smooth)
         best = max(scored, key=lambda item: item[0])
         fewer = pool.map(_tune_score, [dataclasses.replace(best[1], iterations=n) for n in (3, 5)])
-    for miou, config in sorted(scored + fewer, key=lambda item: -item[0])[:7]:
-        print(f"  tune {backend}: mIoU {miou:.4f} iterations={config.iterations} gaussian compat="
+    for value, config in sorted(scored + fewer, key=lambda item: -item[0])[:7]:
+        print(f"  tune {backend}: mIoU {value:.4f} iterations={config.iterations} gaussian compat="
               f"{config.gaussian_compat} bilateral sxy={config.bilateral_sxy} srgb={config.bilateral_srgb} "
               f"compat={config.bilateral_compat}")
     return min([best] + [item for item in fewer if item[0] >= best[0] - ITERATION_TOLERANCE],
