@@ -106,8 +106,8 @@ def _words(text: str | None) -> tuple[str, ...] | None:
 @click.option("--overwrite", is_flag=True, default=None, help="Recompute images that already have a mask.")
 @clip_options
 @_friendly_errors
-def generate(images: str, labels_spec: str, out: str, method: str | None, surgery_blocks: int | None, input_size: int | None,
-             scales: str | None, flip: bool | None, window: int | None, fusion: str | None,
+def generate(images: str, labels_spec: str, out: str, method: str | None, surgery_blocks: int | None,
+             input_size: int | None, scales: str | None, flip: bool | None, window: int | None, fusion: str | None,
              softmin_temperature: float | None, background_threshold: float | None, background_words: str | None,
              use_crf: bool | None, crf_backend: str | None, ignore_threshold: float | None,
              save_scores: bool | None, overwrite: bool | None, clip: ClipConfig) -> None:
@@ -116,9 +116,10 @@ def generate(images: str, labels_spec: str, out: str, method: str | None, surger
     from pipelines.generate import GenerateConfig, generate as run
 
     labeler = LabelerConfig(**_given(
-        method=method, surgery_blocks=surgery_blocks, input_size=input_size, scales=_floats(scales), flip=flip, window=window,
-        fusion=fusion, softmin_temperature=softmin_temperature, background_threshold=background_threshold,
-        background_words=_words(background_words), ignore_threshold=ignore_threshold))
+        method=method, surgery_blocks=surgery_blocks, input_size=input_size, scales=_floats(scales), flip=flip,
+        window=window, fusion=fusion, softmin_temperature=softmin_temperature,
+        background_threshold=background_threshold, background_words=_words(background_words),
+        ignore_threshold=ignore_threshold))
     if use_crf is False:
         labeler.crf = None
     elif crf_backend is not None:

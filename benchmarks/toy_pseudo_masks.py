@@ -90,7 +90,8 @@ def tune(clip, samples) -> LabelerConfig:
         if score > best_score:
             best_score, best = score, candidate
     crf_best, crf_score = None, -1.0
-    for g_compat, b_sxy, srgb, compat in itertools.product((0.5, 1.0), (5.0, 10.0, 20.0), (13.0, 30.0), (1.0, 2.0, 3.0)):
+    for g_compat, b_sxy, srgb, compat in itertools.product((0.5, 1.0), (5.0, 10.0, 20.0), (13.0, 30.0),
+                                                            (1.0, 2.0, 3.0)):
         crf = CrfConfig(gaussian_sxy=1.0, gaussian_compat=g_compat, bilateral_sxy=b_sxy, bilateral_srgb=srgb,
                         bilateral_compat=compat)
         score = evaluate(clip, samples, dataclasses.replace(best, crf=crf))["miou"]

@@ -47,7 +47,8 @@ def plan_views(height: int, width: int, base_size: int, scales: tuple[float, ...
     views = []
     short = min(height, width)
     for scale in scales:
-        size = (_multiple(height * base_size * scale / short, patch), _multiple(width * base_size * scale / short, patch))
+        size = (_multiple(height * base_size * scale / short, patch),
+                _multiple(width * base_size * scale / short, patch))
         if window is None:
             crop, crops = size, ((0, 0),)
         else:

@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from freelabel.clip import ClipConfig, load_clip
 from freelabel.errors import FreelabelError
-from freelabel.io import (IGNORE_INDEX, ImageReadError, atomic_path, list_images, prefetch_images, provenance, read_image_labels,
-                          read_json, write_classes, write_json, write_mask)
+from freelabel.io import (IGNORE_INDEX, ImageReadError, atomic_path, list_images, prefetch_images, provenance,
+                          read_image_labels, read_json, write_classes, write_json, write_mask)
 from freelabel.labeler import Labeler, LabelerConfig
 
 MANIFEST = "manifest.json"
