@@ -196,12 +196,16 @@ def clips(seed: int, n: int, out: str, world: Any, frames: int | None) -> None:
 @click.option("--minutes", type=float, help="Wall-clock training budget.")
 @click.option("--seed", type=int, help="Training scene stream and torch seed.")
 @click.option("--pool-size", type=int, help="Scenes rendered before training.")
-def train_clip(out: str, minutes: float | None, seed: int | None, pool_size: int | None) -> None:
-    """Train the toy CLIP contrastively on toy scenes (the committed weights used the defaults)."""
+@click.option("--supervised-minutes", type=float, help="First part of the budget: the image tower learns the classes.")
+def train_clip(out: str, minutes: float | None, seed: int | None, pool_size: int | None,
+               supervised_minutes: float | None) -> None:
+    """Train the toy CLIP on toy scenes: a supervised start for the image tower, then contrastively (the committed
+    weights used the defaults)."""
     from freelabel.toy.train import ToyClipTrainConfig
     from pipelines.toy import train_clip as run
 
-    config = ToyClipTrainConfig(**_given(budget_minutes=minutes, seed=seed, pool_size=pool_size))
+    config = ToyClipTrainConfig(**_given(budget_minutes=minutes, seed=seed, pool_size=pool_size,
+                                         supervised_minutes=supervised_minutes))
     record = run(out, config)
     click.echo(json.dumps(record["curve"][-1]))
 

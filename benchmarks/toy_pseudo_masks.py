@@ -6,7 +6,7 @@ naive last-layer patch tokens; raw single-view value-value maps; + TTA (flip x s
 + smoothed min-pooling; + dense CRF. References: all background, and the resolution ceiling (perfect labels on
 the model's patch grid, upsampled). The full pipeline's mask with ignore regions is scored too.
 
-    .venv/bin/python benchmarks/toy_pseudo_masks.py [--tune] [--n 300]
+    .venv/bin/python benchmarks/toy_pseudo_masks.py [--tune] [--n 300] [--pretrained FILE]
 """
 
 from __future__ import annotations
@@ -106,9 +106,10 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="grid-search the settings on validation scenes")
     parser.add_argument("--n", type=int, default=300, help="test scenes")
     parser.add_argument("--n-validation", type=int, default=200, help="validation scenes for --tune")
+    parser.add_argument("--pretrained", default=None, help="toy CLIP weights file (default: the bundled weights)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # small images: one core is enough, and leaves one for other work
-    clip = load_clip(TOY_MODEL, offline=True)
+    clip = load_clip(TOY_MODEL, args.pretrained, offline=True)
     settings = TOY_SETTINGS
     if args.tune:
         settings = tune(clip, list(scenes(VALIDATION_STREAM, args.n_validation)))

@@ -3,12 +3,13 @@
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from cli import main
 from freelabel.clip import BUNDLED, TOY_MODEL, load_clip
 from freelabel.toy.evaluate import zero_shot_report
-from freelabel.toy.train import ToyClipTrainConfig, train_toy_clip
+from freelabel.toy.train import ToyClipTrainConfig, mimetic_init, train_toy_clip
 from freelabel.toy.world import class_by_name, scenes
 
 WEIGHTS = BUNDLED[TOY_MODEL][1]
@@ -23,9 +24,8 @@ def test_toy_clip_loads_offline_and_classifies_held_out_scenes():
     clip = load_clip(TOY_MODEL, offline=True)
     report = zero_shot_report(clip, list(scenes(1003, 150, n_objects=1)))
     assert report["colour"] > 0.95 and report["texture"] > 0.95
-    # chance is 1/18; colour and texture right leave a 1-in-3 guess of shape, which the toy CLIP does not
-    # learn within its budget (README, "Known limitation"); the benchmark measures the figures on 500 scenes
-    assert report["top1"] > 0.25
+    # chance is 1/18 (1/3 for shape); the benchmark measures the figures on 500 scenes (0.96 top-1)
+    assert report["shape"] > 0.8 and report["top1"] > 0.8
 
 
 def test_classify_command_on_the_bundled_example(tmp_path):
@@ -40,17 +40,35 @@ def test_classify_command_on_the_bundled_example(tmp_path):
         toy_class = class_by_name(name)
         return toy_class.colour, toy_class.texture
 
-    # what the toy CLIP knows: the top label's colour and texture belong to an object in the scene
+    # in scenes of several objects the top label's colour and texture belong to one object, but its shape may be
+    # another's (attributes are bound loosely: multi-object mAP 0.39 in the benchmark)
     hits = sum(looks(predicted[name][0]) in {looks(label) for label in truth[name]} for name in truth)
     assert hits >= 7, (predicted, truth)
 
 
 @pytest.mark.slow
 def test_train_clip_end_to_end_writes_loadable_weights(tmp_path):
-    config = ToyClipTrainConfig(pool_size=300, budget_minutes=0.15, eval_every_minutes=0.05, val_scenes=30,
-                                render_workers=1)
+    config = ToyClipTrainConfig(pool_size=300, budget_minutes=0.15, supervised_minutes=0.05,
+                                eval_every_minutes=0.05, val_scenes=30, render_workers=1)
     record = train_toy_clip(tmp_path, config)
     assert record["steps"] > 0 and len(record["curve"]) >= 2
+    assert all(0 <= point["head_shape"] <= 1 for point in record["curve"])  # the supervised phase's probe
     assert (tmp_path / f"{TOY_MODEL}.json").is_file() and (tmp_path / f"{TOY_MODEL}-curve.json").is_file()
     clip = load_clip(TOY_MODEL, str(tmp_path / f"{TOY_MODEL}.safetensors"))
     assert clip.encode_labels(["red circle"]).shape == (1, 128)
+
+
+def test_mimetic_init_makes_heads_attend_to_like_tokens_and_values_subtract():
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.MultiheadAttention(64, 4))
+    mimetic_init(block, torch.Generator().manual_seed(0))
+    attention = block[0]
+    w_q, w_k, w_v = attention.in_proj_weight.detach().view(3, 64, 64)
+    for head in range(4):
+        rows = slice(head * 16, (head + 1) * 16)
+        qk = w_q[rows].T @ w_k[rows]  # (64, 64): the head's query-key form
+        off_diagonal = qk[~torch.eye(64, dtype=torch.bool)]
+        assert torch.diagonal(qk).mean() > 3 * off_diagonal.abs().mean()  # tokens score themselves high
+    vo = w_v.T @ attention.out_proj.weight.detach().T  # full rank: 0.4 Z - 0.4 I
+    assert torch.diagonal(vo).mean() == pytest.approx(-0.4, abs=0.1)
+    assert torch.isfinite(attention.in_proj_weight).all()

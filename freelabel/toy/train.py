@@ -1,4 +1,11 @@
-"""Training the toy CLIP contrastively on toy scenes, within a wall-clock budget on a CPU."""
+"""Training the toy CLIP on toy scenes within a wall-clock budget on a CPU.
+
+Two phases share one AdamW optimiser and one cosine schedule. First the image tower alone, mimetically
+initialised, learns the 18 classes of single-object scenes through a linear head (dropped afterwards): trained
+contrastively from scratch, this small ViT stays at chance on shape for the whole budget, while supervised it
+leaves that plateau within a few hundred steps. Then both towers train contrastively (open_clip's ``ClipLoss``)
+on captions of the whole pool, as in LiT-style training from a supervised image tower.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from tqdm import tqdm
 from freelabel.clip import TOY_MODEL, LoadedClip
 from freelabel.io import atomic_path, provenance
 from freelabel.toy.evaluate import zero_shot_report
-from freelabel.toy.world import ToyWorldConfig, caption, scenes
+from freelabel.toy.world import CLASS_NAMES, CLASSES, ToyWorldConfig, caption, scenes
 
 
 @dataclass
@@ -40,6 +47,8 @@ class ToyClipTrainConfig:
     val_scenes: int = 300  # single-object validation scenes per curve point
     render_workers: int = 2  # processes rendering the pool
     threads: int = 2  # torch threads for training
+    mimetic_init: bool = True  # initialise attention as trained ViTs look (Trockman & Kolter, 2023)
+    supervised_minutes: float = 3.0  # first part of the budget: the image tower alone learns the 18 classes
 
 
 def _render_chunk(args: tuple[int, int, int, int | None]) -> tuple[np.ndarray, list[list[str]]]:
@@ -68,6 +77,35 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
+def mimetic_init(transformer: torch.nn.Module, generator: torch.Generator, qk: tuple[float, float] = (0.7, 0.7),
+                 vo: tuple[float, float] = (0.4, 0.4)) -> None:
+    """Mimetic initialisation (Trockman & Kolter, 2023) of every ``nn.MultiheadAttention`` in ``transformer``:
+    per head, W_q^T W_k ~ a Z + b I (tokens attend to themselves and their like), and, per layer,
+    W_v^T W_o^T ~ c Z - d I, with Z Gaussian of variance 1/width. ``qk`` = (a, b), ``vo`` = (c, d).
+    Why: a ViT trained from scratch on little data sits on a plateau before it learns to combine patches."""
+    for attention in (m for m in transformer.modules() if isinstance(m, torch.nn.MultiheadAttention)):
+        width, heads = attention.embed_dim, attention.num_heads
+        head_width = width // heads
+        eye = torch.eye(width)
+
+        def target(scale: tuple[float, float], sign: float) -> torch.Tensor:
+            z = torch.randn(width, width, generator=generator) / math.sqrt(width)
+            return scale[0] * z + sign * scale[1] * eye
+
+        with torch.no_grad():
+            w_q, w_k, w_v = attention.in_proj_weight.view(3, width, width)
+            for head in range(heads):
+                u, s, vh = torch.linalg.svd(target(qk, 1.0))
+                rows = slice(head * head_width, (head + 1) * head_width)
+                # q k^T = x W_q^T W_k x^T: take the head's rank-head_width part of the target
+                w_q[rows] = (u[:, :head_width] * s[:head_width].sqrt()).T
+                w_k[rows] = s[:head_width].sqrt()[:, None] * vh[:head_width]
+            u, s, vh = torch.linalg.svd(target(vo, -1.0))
+            # the value path is x W_v^T W_o^T
+            w_v.copy_((u * s.sqrt()).T)
+            attention.out_proj.weight.copy_((s.sqrt()[:, None] * vh).T)
+
+
 def _learning_rate(config: ToyClipTrainConfig, progress: float) -> float:
     if progress < config.warmup_fraction:
         return config.lr * progress / config.warmup_fraction
@@ -85,7 +123,8 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None) -> dict:
-    """Train the toy CLIP and write, atomically, into ``out_dir``:
+    """Train the toy CLIP (supervised start, then contrastive; see the module docstring) and write, atomically,
+    into ``out_dir``:
     ``<model>.safetensors`` (float16 weights), ``<model>.json`` (this config, the model config and versions)
     and ``<model>-curve.json`` (validation top-1 and per-attribute accuracy over training time).
 
@@ -102,6 +141,9 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
     images, labels = render_pool(config)
     render_seconds = time.monotonic() - started
     model = open_clip.create_model(config.model, pretrained=None, load_weights=False)
+    generator = torch.Generator().manual_seed(config.seed)
+    if config.mimetic_init:
+        mimetic_init(model.visual, generator)
     tokenizer = open_clip.get_tokenizer(config.model)
     caption_rng = np.random.default_rng(config.seed)
     pool = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
@@ -109,15 +151,26 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
     mean = torch.tensor(clip.mean).view(1, 3, 1, 1)
     std = torch.tensor(clip.std).view(1, 3, 1, 1)
     val = list(scenes(config.val_seed, config.val_scenes, ToyWorldConfig(), n_objects=1))
+    val_images = torch.from_numpy(np.stack([s.image for s in val])).permute(0, 3, 1, 2).float() / 255
+    val_classes = [CLASS_NAMES.index(s.labels[0]) for s in val]
     loss_fn = ClipLoss()
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
-    generator = torch.Generator().manual_seed(config.seed)
+    # the supervised phase reads the image embedding through a linear head, dropped afterwards
+    head = torch.nn.Linear(model.visual.output_dim, len(CLASS_NAMES))
+    class_index = torch.tensor([CLASS_NAMES.index(names[0]) if len(names) == 1 else -1 for names in labels])
+    single_object = torch.nonzero(class_index >= 0).flatten()
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay) + _param_groups(head, 0.0),
+                                  lr=config.lr, betas=(0.9, 0.98))
     budget = config.budget_minutes * 60
     curve: list[dict] = []
 
     def evaluate(step: int, seconds: float, loss: float) -> None:
         clip.forget_text()  # the text tower changed since the last point
         report = zero_shot_report(clip, val)
+        if config.supervised_minutes:
+            with torch.no_grad():
+                predicted = head(model.eval().encode_image((val_images - mean) / std)).argmax(dim=1)
+            report["head_shape"] = float(np.mean([CLASSES[p].shape == CLASSES[t].shape
+                                                  for p, t in zip(predicted.tolist(), val_classes)]))
         curve.append({"step": step, "minutes": round(seconds / 60, 2), "loss": round(loss, 4),
                       **{k: round(v, 4) for k, v in report.items()}})
         tqdm.write(json.dumps(curve[-1]))
@@ -130,12 +183,19 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
     while (elapsed := time.monotonic() - train_start) < budget:
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, elapsed / budget)
-        index = torch.randint(0, len(pool), (config.batch_size,), generator=generator)
+        supervised = elapsed < config.supervised_minutes * 60
+        if supervised:
+            index = single_object[torch.randint(0, len(single_object), (config.batch_size,), generator=generator)]
+        else:
+            index = torch.randint(0, len(pool), (config.batch_size,), generator=generator)
         batch = (_augment(pool[index], generator).float().div_(255) - mean) / std
-        # captions are drawn afresh each time a scene is used: new order, template and partial naming
-        tokens = tokenizer([caption(labels[i], caption_rng, config.omit_colour_prob) for i in index.tolist()])
-        image_features, text_features, logit_scale = model(batch, tokens)[:3]
-        loss = loss_fn(image_features, text_features, logit_scale)
+        if supervised:
+            loss = torch.nn.functional.cross_entropy(head(model.encode_image(batch)), class_index[index])
+        else:
+            # captions are drawn afresh each time a scene is used: new order, template and partial naming
+            tokens = tokenizer([caption(labels[i], caption_rng, config.omit_colour_prob) for i in index.tolist()])
+            image_features, text_features, logit_scale = model(batch, tokens)[:3]
+            loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
