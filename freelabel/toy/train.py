@@ -50,6 +50,13 @@ class ToyClipTrainConfig:
     mimetic_init: bool = True  # initialise attention as trained ViTs look (Trockman & Kolter, 2023)
     supervised_minutes: float = 3.0  # first part of the budget: the image tower alone learns the 18 classes
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.supervised_minutes < self.budget_minutes:
+            raise ValueError(f"supervised_minutes must be in [0, budget_minutes={self.budget_minutes}) to leave time "
+                             f"for contrastive training, got {self.supervised_minutes}")
+        if self.supervised_minutes and self.pool_size * self.single_object_fraction < 1:
+            raise ValueError("the supervised phase needs single-object scenes: raise single_object_fraction")
+
 
 def _render_chunk(args: tuple[int, int, int, int | None]) -> tuple[np.ndarray, list[list[str]]]:
     seed, start, count, n_objects = args
