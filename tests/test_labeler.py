@@ -16,14 +16,19 @@ def tiny():
     return load_clip("test-tiny-vit", "random")
 
 
-def test_global_embedding_is_the_models_own_and_naive_tokens_without_surgery(tiny):
+@pytest.mark.parametrize("name", ["test-tiny-vit", "test-tiny-vit-avgpool"])  # class token / average pooling
+def test_global_embedding_is_the_models_own_and_naive_tokens_without_surgery(name):
+    torch.manual_seed(0)
+    tiny = load_clip(name, "random")
     x = tiny.images_to_tensor(np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
-    for blocks in (0, 1, 2):
-        pooled, dense = DenseClipEncoder(tiny.model.visual, blocks)(x)
+    visual = tiny.model.visual
+    grid = x.shape[-1] // visual.patch_size[0]
+    for blocks in range(len(visual.transformer.resblocks) + 1):
+        pooled, dense = DenseClipEncoder(visual, blocks)(x)
         assert torch.allclose(pooled, tiny.model.encode_image(x), atol=1e-5)  # the original path is untouched
-        assert dense.shape == (2, 32, 4, 4) and torch.isfinite(dense).all()
-    _, naive = DenseClipEncoder(tiny.model.visual, 0)(x)
-    _, surgery = DenseClipEncoder(tiny.model.visual, 1)(x)
+        assert dense.shape == (2, visual.output_dim, grid, grid) and torch.isfinite(dense).all()
+    _, naive = DenseClipEncoder(visual, 0)(x)
+    _, surgery = DenseClipEncoder(visual, 1)(x)
     assert not torch.allclose(naive, surgery)
 
 

@@ -1,7 +1,8 @@
-"""The committed toy CLIP: it loads offline through the same loader as real models, and it classifies."""
+"""The committed toy CLIP: it loads offline through the same loader as real models, classifies and localises."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -79,3 +80,20 @@ def test_mimetic_init_makes_heads_attend_to_like_tokens_and_values_subtract():
 def test_train_config_rejects_a_schedule_without_a_contrastive_or_supervised_phase(fields):
     with pytest.raises(ValueError, match="supervised"):
         ToyClipTrainConfig(**fields)
+
+
+@pytest.mark.slow
+def test_bundled_toy_clip_pseudo_masks_localise_held_out_objects():
+    from freelabel.labeler import Labeler
+    from freelabel.metrics import ConfusionMatrix
+    from freelabel.toy.world import CLASS_NAMES
+
+    labeler = Labeler(TOY_MODEL)  # library defaults, not the benchmark's tuned toy settings
+    matrix = ConfusionMatrix(len(CLASS_NAMES) + 1)
+    for scene in scenes(1004, 30):
+        labeler.set_image(scene.image)
+        result = labeler.segment(scene.labels)
+        to_global = np.array([0, *(CLASS_NAMES.index(name) + 1 for name in scene.labels)])
+        matrix.update(to_global[result.probabilities.argmax(axis=0)], scene.mask)
+    # measured 0.47 on these scenes; all background scores 0.04 (benchmarks/toy_pseudo_masks.py: 0.65 tuned)
+    assert matrix.miou() > 0.35
