@@ -20,8 +20,17 @@ def zero_shot_report(clip: LoadedClip, scenes: Sequence[ToyScene]) -> dict[str, 
     if any(len(scene.labels) != 1 for scene in scenes):
         raise ValueError("zero_shot_report needs single-object scenes")
     predicted = label_similarities(clip, np.stack([s.image for s in scenes]), CLASS_NAMES).argmax(axis=1)
-    truth = [CLASS_NAMES.index(s.labels[0]) for s in scenes]
-    report = {"top1": float(np.mean(predicted == np.asarray(truth)))}
+    return class_accuracy(predicted, [CLASS_NAMES.index(s.labels[0]) for s in scenes])
+
+
+def class_accuracy(predicted: Sequence[int], truth: Sequence[int]) -> dict[str, float]:
+    """Accuracy of predicted toy class indices (into ``CLASSES``) against the true ones, overall and per attribute.
+
+    Returns {"top1", "colour", "shape", "texture"}: fractions in [0, 1] of predictions that are right, or right in
+    that attribute.
+    """
+    predicted, truth = list(predicted), list(truth)
+    report = {"top1": float(np.mean(np.asarray(predicted) == np.asarray(truth)))}
     for attribute in ("colour", "shape", "texture"):
         right = [getattr(CLASSES[p], attribute) == getattr(CLASSES[t], attribute) for p, t in zip(predicted, truth)]
         report[attribute] = float(np.mean(right))

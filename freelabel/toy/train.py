@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from freelabel.clip import TOY_MODEL, LoadedClip
 from freelabel.io import atomic_path, provenance
-from freelabel.toy.evaluate import zero_shot_report
-from freelabel.toy.world import CLASS_NAMES, CLASSES, ToyWorldConfig, caption, scenes
+from freelabel.toy.evaluate import class_accuracy, zero_shot_report
+from freelabel.toy.world import CLASS_NAMES, ToyWorldConfig, caption, scenes
 
 
 @dataclass
@@ -158,7 +158,7 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
     mean = torch.tensor(clip.mean).view(1, 3, 1, 1)
     std = torch.tensor(clip.std).view(1, 3, 1, 1)
     val = list(scenes(config.val_seed, config.val_scenes, ToyWorldConfig(), n_objects=1))
-    val_images = torch.from_numpy(np.stack([s.image for s in val])).permute(0, 3, 1, 2).float() / 255
+    val_images = (torch.from_numpy(np.stack([s.image for s in val])).permute(0, 3, 1, 2).float() / 255 - mean) / std
     val_classes = [CLASS_NAMES.index(s.labels[0]) for s in val]
     loss_fn = ClipLoss()
     # the supervised phase reads the image embedding through a linear head, dropped afterwards
@@ -175,9 +175,8 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
         report = zero_shot_report(clip, val)
         if config.supervised_minutes:
             with torch.no_grad():
-                predicted = head(model.eval().encode_image((val_images - mean) / std)).argmax(dim=1)
-            report["head_shape"] = float(np.mean([CLASSES[p].shape == CLASSES[t].shape
-                                                  for p, t in zip(predicted.tolist(), val_classes)]))
+                predicted = head(model.eval().encode_image(val_images)).argmax(dim=1)
+            report["head_shape"] = class_accuracy(predicted.tolist(), val_classes)["shape"]
         curve.append({"step": step, "minutes": round(seconds / 60, 2), "loss": round(loss, 4),
                       **{k: round(v, 4) for k, v in report.items()}})
         tqdm.write(json.dumps(curve[-1]))
