@@ -21,7 +21,7 @@ class CrfConfig:
     """Dense CRF parameters (pixel units for ``*_sxy``, 0-255 intensity units for ``bilateral_srgb``)."""
 
     backend: str = "pydensecrf"  # "pydensecrf" (exact, CPU) or "torch" (local window, batched, GPU or CPU)
-    # Defaults: the best of a 38-point grid on half of COCO-Object val (benchmarks/crf_coco.py --tune): a short-range
+    # Defaults: the best of a 40-point grid on half of COCO-Object val (benchmarks/crf_coco.py --tune): a short-range
     # appearance kernel only. Wider kernels and the smoothness kernel erase small and thin objects there.
     iterations: int = 3  # mean-field iterations (3, 5 and 10 score the same there; each costs time)
     gaussian_sxy: float = 3.0  # spatial std of the smoothness kernel
