@@ -107,11 +107,12 @@ def boundary_bands(mask: np.ndarray) -> list[np.ndarray]:
     """(H, W) bool per width in ``BAND_WIDTHS``: labelled pixels within that many pixels (chessboard distance) of a
     place where the ground-truth label changes."""
     labels = torch.from_numpy(mask.astype(np.int64))
-    edge = torch.zeros(mask.shape, dtype=torch.bool)
-    edge[1:] |= labels[1:] != labels[:-1]
-    edge[:-1] |= labels[1:] != labels[:-1]
-    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-    edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
+    rows, columns = labels[1:] != labels[:-1], labels[:, 1:] != labels[:, :-1]
+    edge = torch.zeros(mask.shape, dtype=torch.bool)  # both pixels of every changing pair
+    edge[1:] |= rows
+    edge[:-1] |= rows
+    edge[:, 1:] |= columns
+    edge[:, :-1] |= columns
     edge = edge[None, None].float()
     return [(F.max_pool2d(edge, 2 * width + 1, stride=1, padding=width)[0, 0].bool().numpy()
              & (mask != IGNORE_INDEX)) for width in BAND_WIDTHS]
@@ -121,11 +122,12 @@ def band_accuracy(samples, before: list[np.ndarray], after: list[np.ndarray]) ->
     """Pixel accuracy before -> after within each boundary band, over all samples."""
     counts = np.zeros((len(BAND_WIDTHS), 3))  # pixels in the band, right before, right after
     for (_, mask, _, _), first, second in zip(samples, before, after):
+        right_first, right_second = first == mask, second == mask
         for row, band in zip(counts, boundary_bands(mask)):
-            row += (band.sum(), (first == mask)[band].sum(), (second == mask)[band].sum())
+            row += (band.sum(), right_first[band].sum(), right_second[band].sum())
+    total = sum(mask.size for _, mask, _, _ in samples)
     return "pixel accuracy within a boundary band: " + "; ".join(
-        f"+-{width} px ({100 * n / sum(m.size for _, m, _, _ in samples):.1f}% of pixels): "
-        f"{right_before / n:.3f} -> {right_after / n:.3f}"
+        f"+-{width} px ({100 * n / total:.1f}% of pixels): {right_before / n:.3f} -> {right_after / n:.3f}"
         for width, (n, right_before, right_after) in zip(BAND_WIDTHS, counts))
 
 
@@ -204,9 +206,9 @@ def main() -> None:
         print(f"  {backend} {iou_by_size(test, coarse, refined)}")
         print(f"  {backend} {band_accuracy(test, coarse, refined)}")
     exact, fast = results["pydensecrf"], results["torch"]
-    print(f"crf_coco: n={len(test)} held-out images, {args.coarse} cells, stride {args.stride}, coarse-map mIoU={exact[0]:.4f}, pydensecrf={exact[1]:.4f} "
-          f"({exact[2]:.2f} s/img), torch={fast[1]:.4f} ({fast[2]:.2f} s/img), "
-          f"torch-exact={100 * (fast[1] - exact[1]):+.1f} points")
+    print(f"crf_coco: n={len(test)} held-out images, {args.coarse} cells, stride {args.stride}, "
+          f"coarse-map mIoU={exact[0]:.4f}, pydensecrf={exact[1]:.4f} ({exact[2]:.2f} s/img), "
+          f"torch={fast[1]:.4f} ({fast[2]:.2f} s/img), torch-exact={100 * (fast[1] - exact[1]):+.1f} points")
 
 
 if __name__ == "__main__":
