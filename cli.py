@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import click
 
-from freelabel.clip import ClipConfig
+from freelabel.clip.loading import ClipConfig
 from freelabel.errors import FreelabelError
 from freelabel.io import read_label_vocabulary
 
@@ -69,7 +69,7 @@ def main() -> None:
 def classify(images: str, vocabulary: str, out: str, top_k: int | None, min_probability: float | None,
              clip: ClipConfig) -> None:
     """Predict image-level labels for every image below IMAGES over an open vocabulary."""
-    from pipelines.classify import ClassifyConfig, classify_folder
+    from freelabel.pipelines.classify import ClassifyConfig, classify_folder
 
     config = dataclasses.replace(ClassifyConfig(clip=clip), **_given(top_k=top_k, min_probability=min_probability))
     labels = classify_folder(images, read_label_vocabulary(vocabulary), out, config)
@@ -112,8 +112,8 @@ def generate(images: str, labels_spec: str, out: str, method: str | None, surger
              use_crf: bool | None, crf_backend: str | None, ignore_threshold: float | None,
              save_scores: bool | None, overwrite: bool | None, clip: ClipConfig) -> None:
     """Pseudo-masks for every image below IMAGES from its image-level labels."""
-    from freelabel.labeler import LabelerConfig
-    from pipelines.generate import GenerateConfig, generate as run
+    from freelabel.pseudo.labeler import LabelerConfig
+    from freelabel.pipelines.generate import GenerateConfig, generate as run
 
     labeler = LabelerConfig(**_given(
         method=method, surgery_blocks=surgery_blocks, input_size=input_size, scales=_floats(scales), flip=flip,
@@ -139,7 +139,7 @@ def generate(images: str, labels_spec: str, out: str, method: str | None, surger
 @_friendly_errors
 def evaluate(pred: str, gt: str, classes: str, as_json: bool) -> None:
     """mIoU, per-class IoU and pixel accuracy of predicted masks (255 in the ground truth is ignored)."""
-    from pipelines.evaluate import evaluate as run, format_report
+    from freelabel.pipelines.evaluate import evaluate as run, format_report
 
     report = run(pred, gt, classes)
     click.echo(json.dumps(report) if as_json else format_report(report))
@@ -175,7 +175,7 @@ def _world_options(command: Callable) -> Callable:
 @_world_options
 def scenes(seed: int, n: int, out: str, world: Any) -> None:
     """Write toy scenes (images/, masks/, classes.txt, labels.json, captions.json)."""
-    from pipelines.toy import write_toy_scenes
+    from freelabel.pipelines.toy import write_toy_scenes
 
     click.echo(f"wrote {n} scenes to {write_toy_scenes(out, seed, n, world)}")
 
@@ -185,7 +185,7 @@ def scenes(seed: int, n: int, out: str, world: Any) -> None:
 @click.option("--frames", type=int, help="Frames per clip.")
 def clips(seed: int, n: int, out: str, world: Any, frames: int | None) -> None:
     """Write toy clips (images/clipNNNN/, masks/clipNNNN/, classes.txt, labels.json)."""
-    from pipelines.toy import write_toy_clips
+    from freelabel.pipelines.toy import write_toy_clips
 
     world = dataclasses.replace(world, **_given(clip_frames=frames))
     click.echo(f"wrote {n} clips to {write_toy_clips(out, seed, n, world)}")
@@ -202,7 +202,7 @@ def train_clip(out: str, minutes: float | None, seed: int | None, pool_size: int
     """Train the toy CLIP on toy scenes: a supervised start for the image tower, then contrastively (the committed
     weights used the defaults)."""
     from freelabel.toy.train import ToyClipTrainConfig
-    from pipelines.toy import train_clip as run
+    from freelabel.pipelines.toy import train_clip as run
 
     config = ToyClipTrainConfig(**_given(budget_minutes=minutes, seed=seed, pool_size=pool_size,
                                          supervised_minutes=supervised_minutes))

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import freelabel.labeler
-import pipelines.generate
-from freelabel.clip import ClipConfig, load_clip
-from freelabel.crf import CrfConfig
+import freelabel.pseudo.labeler
+import freelabel.pipelines.generate
+from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.pseudo.crf import CrfConfig
 from freelabel.io import read_classes, read_image, read_mask
-from freelabel.labeler import Labeler, LabelerConfig
-from pipelines.generate import GenerateConfig, generate
+from freelabel.pseudo.labeler import Labeler, LabelerConfig
+from freelabel.pipelines.generate import GenerateConfig, generate
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "coco-object-val"
 
@@ -71,9 +71,9 @@ def main() -> None:
 
     stages: dict[str, float] = defaultdict(float)
     Labeler.set_image = _timed(stages, "encoder", Labeler.set_image, sync)
-    freelabel.labeler.refine = _timed(stages, "crf", freelabel.labeler.refine)
+    freelabel.pseudo.labeler.refine = _timed(stages, "crf", freelabel.pseudo.labeler.refine)
     Labeler.segment = _timed(stages, "segment", Labeler.segment)  # maps + fusion + crf
-    pipelines.generate.write_mask = _timed(stages, "write", pipelines.generate.write_mask)
+    freelabel.pipelines.generate.write_mask = _timed(stages, "write", freelabel.pipelines.generate.write_mask)
     torch.manual_seed(0)
     manifest = generate(work / "images", str(work / "labels.json"), work / "out",
                         GenerateConfig(clip=ClipConfig("ViT-B-16", "random", args.device), labeler=config))

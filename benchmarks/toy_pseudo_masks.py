@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freelabel.clip import TOY_MODEL, load_clip
-from freelabel.crf import CrfConfig
-from freelabel.labeler import Labeler, LabelerConfig
+from freelabel.clip.loading import TOY_MODEL, load_clip
+from freelabel.pseudo.crf import CrfConfig
+from freelabel.pseudo.labeler import Labeler, LabelerConfig
 from freelabel.metrics import ConfusionMatrix
 from freelabel.toy.world import CLASS_NAMES, scenes
 

@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from freelabel.clip import ClipConfig, LoadedClip, load_clip  # noqa: E402
-from freelabel.crf import CrfConfig  # noqa: E402
+from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip  # noqa: E402
 from freelabel.errors import FreelabelError  # noqa: E402
-from freelabel.labeler import Labeler, LabelerConfig, Segmentation  # noqa: E402
+from freelabel.pseudo.crf import CrfConfig  # noqa: E402
+from freelabel.pseudo.labeler import Labeler, LabelerConfig, Segmentation  # noqa: E402
 
 __all__ = ["ClipConfig", "CrfConfig", "FreelabelError", "Labeler", "LabelerConfig", "LoadedClip", "Segmentation",
            "__version__", "load_clip"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from freelabel.classify import label_probabilities, label_similarities
-from freelabel.clip import ClipConfig, load_clip
+from freelabel.clip.classify import label_probabilities, label_similarities
+from freelabel.clip.loading import ClipConfig, load_clip
 from freelabel.errors import FreelabelError
 from freelabel.io import ImageReadError, list_images, prefetch_images, provenance, write_json
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from freelabel.clip import ClipConfig, load_clip
+from freelabel.clip.loading import ClipConfig, load_clip
 from freelabel.errors import FreelabelError
 from freelabel.io import (IGNORE_INDEX, ImageReadError, atomic_path, list_images, prefetch_images, provenance,
                           read_image_labels, read_json, write_classes, write_json, write_mask)
-from freelabel.labeler import Labeler, LabelerConfig
+from freelabel.pseudo.labeler import Labeler, LabelerConfig
 
 MANIFEST = "manifest.json"
 

@@ -7,7 +7,7 @@ import torch
 from conftest import TEST_MODELS
 from safetensors.torch import save_file
 
-from freelabel.clip import (TOY_MODEL, IncompatibleWeightsError, UnknownModelError, UnsafeCheckpointError,
+from freelabel.clip.loading import (TOY_MODEL, IncompatibleWeightsError, UnknownModelError, UnsafeCheckpointError,
                             WeightsNotFoundError, load_clip, resolve_source)
 
 
@@ -127,7 +127,7 @@ def test_local_folder_in_open_clip_layout(tmp_path):
 
 
 def test_many_labels_are_encoded_in_batches_with_the_same_result(monkeypatch):
-    import freelabel.clip
+    import freelabel.clip.loading
 
     labels = [f"thing {i}" for i in range(7)]
     whole = load_clip("test-tiny-vit", "random")
@@ -137,6 +137,6 @@ def test_many_labels_are_encoded_in_batches_with_the_same_result(monkeypatch):
     sizes = []
     encode_text = batched.model.encode_text
     batched.model.encode_text = lambda tokens: sizes.append(len(tokens)) or encode_text(tokens)
-    monkeypatch.setattr(freelabel.clip, "TEXT_BATCH", 2 * len(batched.templates))
+    monkeypatch.setattr(freelabel.clip.loading, "TEXT_BATCH", 2 * len(batched.templates))
     assert torch.allclose(batched.encode_labels(labels), expected, atol=1e-5)
     assert sizes == [2 * len(batched.templates)] * 3 + [len(batched.templates)]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from freelabel.crf import CrfConfig, refine, refine_torch
+from freelabel.pseudo.crf import CrfConfig, refine, refine_torch
 
 
 def _blurred_square(size=48):

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from cli import main
 from freelabel.errors import FreelabelError
 from freelabel.io import read_classes, read_image_labels, read_mask, write_classes, write_image, write_mask
-from freelabel.labeler import Labeler
+from freelabel.pseudo.labeler import Labeler
 from freelabel.toy.world import BACKGROUND, CLASS_NAMES, scenes
 
 TINY = ["--model", "test-tiny-vit", "--pretrained", "random", "--no-crf"]

@@ -3,10 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from freelabel.clip import load_clip
+from freelabel.clip.loading import load_clip
 from freelabel.errors import FreelabelError
-from freelabel.labeler import Labeler, LabelerConfig
-from freelabel.modeling import DenseClipEncoder, UnsupportedModelError, relevance_maps, surgery_similarity
+from freelabel.pseudo.labeler import Labeler, LabelerConfig
+from freelabel.clip.dense import DenseClipEncoder, UnsupportedModelError
+from freelabel.pseudo.maps import relevance_maps, surgery_similarity
 from freelabel.toy.world import scenes
 
 

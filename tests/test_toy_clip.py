@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from cli import main
-from freelabel.clip import BUNDLED, TOY_MODEL, load_clip
+from freelabel.clip.loading import BUNDLED, TOY_MODEL, load_clip
 from freelabel.toy.evaluate import zero_shot_report
 from freelabel.toy.train import ToyClipTrainConfig, mimetic_init, train_toy_clip
 from freelabel.toy.world import class_by_name, scenes
@@ -84,7 +84,7 @@ def test_train_config_rejects_a_schedule_without_a_contrastive_or_supervised_pha
 
 @pytest.mark.slow
 def test_bundled_toy_clip_pseudo_masks_localise_held_out_objects():
-    from freelabel.labeler import Labeler
+    from freelabel.pseudo.labeler import Labeler
     from freelabel.metrics import ConfusionMatrix
     from freelabel.toy.world import CLASS_NAMES
 

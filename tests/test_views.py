@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from freelabel.views import fuse, plan_views, view_crops, view_to_image
+from freelabel.pseudo.fusion import fuse
+from freelabel.pseudo.views import plan_views, view_crops, view_to_image
 
 
 def test_views_are_patch_multiples_with_flips_and_sliding_windows():

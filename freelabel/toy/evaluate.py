@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from freelabel.classify import label_similarities
-from freelabel.clip import LoadedClip
+from freelabel.clip.classify import label_similarities
+from freelabel.clip.loading import LoadedClip
 from freelabel.metrics import average_precision
 from freelabel.toy.world import CLASS_NAMES, CLASSES, ToyScene
 

@@ -22,7 +22,7 @@ import torch
 from open_clip.loss import ClipLoss
 from tqdm import tqdm
 
-from freelabel.clip import TOY_MODEL, LoadedClip
+from freelabel.clip.loading import TOY_MODEL, LoadedClip
 from freelabel.io import atomic_path, provenance
 from freelabel.toy.evaluate import class_accuracy, zero_shot_report
 from freelabel.toy.world import CLASS_NAMES, ToyWorldConfig, caption, scenes

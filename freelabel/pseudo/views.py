@@ -1,5 +1,5 @@
-"""Test-time views of an image (scales, horizontal flip, sliding windows), mapping their outputs back to image
-coordinates, and fusing the views' maps."""
+"""Test-time views of an image (scales, horizontal flip, sliding windows) and mapping their outputs back to image
+coordinates."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-FUSIONS = ("softmin", "mean", "max")
 
 
 @dataclass(frozen=True)
@@ -94,21 +92,3 @@ def view_to_image(crop_maps: torch.Tensor, view: View, size: tuple[int, int]) ->
     if view.flip:
         maps = maps.flip(-1)
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[0]
-
-
-def fuse(maps: torch.Tensor, how: str = "softmin", temperature: float = 0.1) -> torch.Tensor:
-    """Fuse per-view maps (V, K, H, W) into (K, H, W).
-
-    ``mean`` and ``max`` are what they say; ``softmin`` is the smoothed minimum -T log mean_v exp(-x_v / T):
-    a pixel stays high only where the views agree, but one bad view does not zero it. It tends to the minimum
-    as T -> 0 and to the mean as T grows.
-    """
-    if how == "mean":
-        return maps.mean(dim=0)
-    if how == "max":
-        return maps.amax(dim=0)
-    if how == "softmin":
-        if temperature <= 0:
-            raise ValueError(f"softmin temperature must be positive, got {temperature}")
-        return -temperature * (torch.logsumexp(-maps / temperature, dim=0) - math.log(maps.shape[0]))
-    raise ValueError(f"unknown fusion {how!r}; choose one of {', '.join(FUSIONS)}")

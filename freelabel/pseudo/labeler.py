@@ -9,12 +9,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freelabel.clip import ClipConfig, LoadedClip, load_clip
-from freelabel.crf import CrfConfig, refine
+from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
+from freelabel.pseudo.crf import CrfConfig, refine
 from freelabel.errors import FreelabelError
-from freelabel.io import IGNORE_INDEX
-from freelabel.modeling import DenseClipEncoder, check_supported, relevance_maps, surgery_similarity
-from freelabel.views import FUSIONS, View, fuse, plan_views, view_crops, view_to_image
+from freelabel.io.masks import IGNORE_INDEX
+from freelabel.clip.dense import DenseClipEncoder, check_supported
+from freelabel.pseudo.fusion import FUSIONS, fuse
+from freelabel.pseudo.maps import relevance_maps, surgery_similarity
+from freelabel.pseudo.views import View, plan_views, view_crops, view_to_image
 
 METHODS = ("surgery", "relevance")
 

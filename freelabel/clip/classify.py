@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from freelabel.clip import LoadedClip
+from freelabel.clip.loading import LoadedClip
 
 
 @torch.no_grad()

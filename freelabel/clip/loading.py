@@ -28,8 +28,8 @@ from open_clip.pretrained import download_pretrained_from_url, get_pretrained_cf
 
 from freelabel.errors import FreelabelError
 
-MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-BUNDLED_WEIGHTS_DIR = Path(__file__).parent / "toy" / "weights"
+MODEL_CONFIG_DIR = Path(__file__).parents[1] / "model_configs"
+BUNDLED_WEIGHTS_DIR = Path(__file__).parents[1] / "toy" / "weights"
 TOY_MODEL = "freelabel-toy"
 # Models whose weights ship inside the package: name -> (pretrained tag, file).
 BUNDLED: dict[str, tuple[str, Path]] = {TOY_MODEL: ("freelabel", BUNDLED_WEIGHTS_DIR / "freelabel-toy.safetensors")}

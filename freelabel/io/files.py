@@ -1,0 +1,64 @@
+"""Atomic writes, JSON, and the provenance stored beside every output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from freelabel.errors import FreelabelError
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename, so readers
+    never see a half-written file and a killed run leaves no partial output (only a stray temp file at worst)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the file the usual mode
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, content: object) -> None:
+    """Write JSON atomically, indented, with a trailing newline."""
+    write_text(path, json.dumps(content, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Mapping:
+    """Read a JSON file; a malformed one raises ``FreelabelError`` naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise FreelabelError(f"cannot read JSON {path}: {error}") from None
+
+
+def provenance() -> dict[str, object]:
+    """Versions of what produced an output, stored beside it."""
+    import open_clip
+    import torch
+
+    from freelabel import __version__
+
+    return {"versions": {"freelabel": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
+                         "numpy": np.__version__, "python": platform.python_version()}}
