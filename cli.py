@@ -20,15 +20,22 @@ def _given(**options: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
+class UserError(click.ClickException):
+    """A user's mistake (a bad option, value or file): one ``Error:`` line and exit code 2, as click's usage
+    errors."""
+
+    exit_code = 2
+
+
 def _friendly_errors(command: Callable) -> Callable:
-    """Show freelabel's own errors as one message, without a traceback."""
+    """Show freelabel's own errors as one ``Error:`` line, without a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except FreelabelError as error:
-            raise click.ClickException(str(error)) from None
+            raise UserError(str(error)) from None
 
     return wrapper
 
@@ -77,11 +84,59 @@ def classify(images: str, vocabulary: str, out: str, top_k: int | None, min_prob
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
-    return None if text is None else tuple(float(v) for v in text.split(",") if v.strip())
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _words(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def labeler_options(command: Callable) -> Callable:
+    """Every ``LabelerConfig`` setting, the CRF's included, as an option that overrides one field of the preset
+    (the model's own, or ``--preset FILE``); they arrive as ``preset`` and an ``overrides`` dict."""
+
+    @click.option("--preset", type=click.Path(exists=True, dir_okay=False),
+                  help="Preset JSON (e.g. from `freelabel tune`); default: the model's own preset.")
+    @click.option("--method", type=click.Choice(["surgery", "relevance"]), help="How label maps are computed.")
+    @click.option("--surgery-blocks", type=int, help="Last blocks given the value-value path.")
+    @click.option("--input-size", type=int, help="Short side of the scale-1 view in pixels.")
+    @click.option("--scales", help="View scales, e.g. '1,1.5'.")
+    @click.option("--flip/--no-flip", default=None, help="Add horizontally flipped views.")
+    @click.option("--window", type=int, help="Sliding-window crop side for large views.")
+    @click.option("--fusion", type=click.Choice(["softmin", "mean", "max"]), help="How views are combined.")
+    @click.option("--softmin-temperature", type=float, help="Temperature of the smoothed minimum.")
+    @click.option("--fusion-upsampling", type=int, help="Fusion grid, times finer than the finest patch grid.")
+    @click.option("--background-threshold", type=float, help="Scaled map level a label must reach to beat background.")
+    @click.option("--background-words", help="Extra negative labels counted as background, e.g. 'sky,ground'.")
+    @click.option("--sharpness", type=float, help="Label scores x sharpness go through the softmax.")
+    @click.option("--crf/--no-crf", "use_crf", default=None, help="Refine with a dense CRF.")
+    @click.option("--crf-backend", type=click.Choice(["pydensecrf", "torch"]), help="CRF implementation.")
+    @click.option("--crf-iterations", type=int, help="Mean-field iterations.")
+    @click.option("--crf-gaussian-sxy", type=float, help="Spatial std of the smoothness kernel (px).")
+    @click.option("--crf-gaussian-compat", type=float, help="Weight of the smoothness kernel (0 = off).")
+    @click.option("--crf-bilateral-sxy", type=float, help="Spatial std of the appearance kernel (px).")
+    @click.option("--crf-bilateral-srgb", type=float, help="Colour std of the appearance kernel (0-255).")
+    @click.option("--crf-bilateral-compat", type=float, help="Weight of the appearance kernel (0 = off).")
+    @click.option("--crf-window", type=int, help="torch CRF: neighbourhood side on the coarse grid (odd).")
+    @click.option("--crf-downsample", type=int, help="torch CRF: messages passed on a grid this much coarser.")
+    @click.option("--ignore-threshold", type=float, help="Pixels less confident than this become 255.")
+    @functools.wraps(command)
+    def wrapper(*args: Any, preset: str | None, scales: str | None, background_words: str | None,
+                **kwargs: Any) -> Any:
+        names = ("method", "surgery_blocks", "input_size", "flip", "window", "fusion", "softmin_temperature",
+                 "fusion_upsampling", "background_threshold", "sharpness", "use_crf", "crf_backend",
+                 "crf_iterations", "crf_gaussian_sxy", "crf_gaussian_compat", "crf_bilateral_sxy",
+                 "crf_bilateral_srgb", "crf_bilateral_compat", "crf_window", "crf_downsample", "ignore_threshold")
+        overrides = _given(scales=_floats(scales), background_words=_words(background_words),
+                           **{name: kwargs.pop(name) for name in names})
+        return command(*args, preset=preset, overrides=overrides, **kwargs)
+
+    return wrapper
 
 
 @main.command()
@@ -89,42 +144,19 @@ def _words(text: str | None) -> tuple[str, ...] | None:
 @click.option("--labels", "labels_spec", required=True,
               help="labels.json / .csv (image -> labels), or one label list for all images ('a,b' or a file).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
-@click.option("--method", type=click.Choice(["surgery", "relevance"]), help="How label maps are computed.")
-@click.option("--surgery-blocks", type=int, help="Last blocks given the value-value path.")
-@click.option("--input-size", type=int, help="Short side of the scale-1 view in pixels.")
-@click.option("--scales", help="View scales, e.g. '1,1.5'.")
-@click.option("--flip/--no-flip", default=None, help="Add horizontally flipped views.")
-@click.option("--window", type=int, help="Sliding-window crop side for large views.")
-@click.option("--fusion", type=click.Choice(["softmin", "mean", "max"]), help="How views are combined.")
-@click.option("--softmin-temperature", type=float, help="Temperature of the smoothed minimum.")
-@click.option("--background-threshold", type=float, help="Scaled map level a label must reach to beat background.")
-@click.option("--background-words", help="Extra negative labels counted as background, e.g. 'sky,ground'.")
-@click.option("--crf/--no-crf", "use_crf", default=None, help="Refine with a dense CRF (default on).")
-@click.option("--crf-backend", type=click.Choice(["pydensecrf", "torch"]), help="CRF implementation.")
-@click.option("--ignore-threshold", type=float, help="Pixels less confident than this become 255.")
 @click.option("--save-scores", is_flag=True, default=None, help="Also save float16 probabilities per image.")
 @click.option("--overwrite", is_flag=True, default=None, help="Recompute images that already have a mask.")
+@labeler_options
 @clip_options
 @_friendly_errors
-def generate(images: str, labels_spec: str, out: str, method: str | None, surgery_blocks: int | None,
-             input_size: int | None, scales: str | None, flip: bool | None, window: int | None, fusion: str | None,
-             softmin_temperature: float | None, background_threshold: float | None, background_words: str | None,
-             use_crf: bool | None, crf_backend: str | None, ignore_threshold: float | None,
-             save_scores: bool | None, overwrite: bool | None, clip: ClipConfig) -> None:
-    """Pseudo-masks for every image below IMAGES from its image-level labels."""
-    from freelabel.pseudo.labeler import LabelerConfig
+def generate(images: str, labels_spec: str, out: str, save_scores: bool | None, overwrite: bool | None,
+             preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
+    """Pseudo-masks for every image below IMAGES from its image-level labels, with the model's preset (or
+    --preset) and any single setting overridden by its flag."""
     from freelabel.pipelines.generate import GenerateConfig, generate as run
 
-    labeler = LabelerConfig(**_given(
-        method=method, surgery_blocks=surgery_blocks, input_size=input_size, scales=_floats(scales), flip=flip,
-        window=window, fusion=fusion, softmin_temperature=softmin_temperature,
-        background_threshold=background_threshold, background_words=_words(background_words),
-        ignore_threshold=ignore_threshold))
-    if use_crf is False:
-        labeler.crf = None
-    elif crf_backend is not None:
-        labeler.crf = dataclasses.replace(labeler.crf, backend=crf_backend)
-    config = GenerateConfig(clip=clip, labeler=labeler, **_given(save_scores=save_scores, overwrite=overwrite))
+    config = GenerateConfig(clip=clip, preset=preset, overrides=overrides,
+                            **_given(save_scores=save_scores, overwrite=overwrite))
     summary = run(images, labels_spec, out, config)["summary"]
     click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {summary['failed']} failed "
                f"in {summary['seconds']} s (+ {summary['text_seconds']} s encoding labels) -> {out}")

@@ -54,7 +54,8 @@ def classify_folder(images_dir: str | Path, vocabulary: list[str], out: str | Pa
         batch_names.clear()
         batch.clear()
 
-    for name, image in tqdm(prefetch_images(images_dir, names), total=len(names), desc="classifying", unit="image"):
+    images = prefetch_images([images_dir / name for name in names])
+    for name, (_, image) in tqdm(zip(names, images), total=len(names), desc="classifying", unit="image", disable=None):
         if isinstance(image, ImageReadError):
             failed[name] = str(image)
             continue

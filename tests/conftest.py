@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import open_clip
+import torch
 import pytest
 
 TEST_MODEL_CONFIGS = Path(__file__).parent / "model_configs"
@@ -23,3 +24,13 @@ def shared_datasets() -> Path:
             pytest.fail(message + "; CI must have them")
         pytest.skip(message)
     return SHARED_DATASETS
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                            reason="no CUDA device"))]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """Each torch device a GPU path exists for: cpu always, cuda when one is present."""
+    return request.param

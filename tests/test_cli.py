@@ -42,7 +42,7 @@ def test_missing_weights_offline_is_one_message_not_a_traceback(tmp_path):
     result = CliRunner().invoke(main, ["classify", str(tmp_path / "images"), "--labels", "cat,dog", "--out",
                                        str(tmp_path / "out"), "--model", "ViT-B-16", "--pretrained", "openai",
                                        "--offline", "--cache-dir", str(tmp_path / "cache")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "Could not find the CLIP weights" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 

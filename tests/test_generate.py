@@ -44,7 +44,8 @@ def test_generate_writes_masks_index_and_manifest(folder):
         scores = np.load(out / "scores" / name.replace(".png", ".npz"))
         assert scores["probabilities"].dtype == np.float16 and list(scores["labels"]) == ["background", *names]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["summary"]["done"] == 3 and manifest["config"]["labeler"]["crf"] is None
+    assert manifest["summary"]["done"] == 3 and manifest["labeler"]["crf"] is None
+    assert manifest["preset"]["source"]["name"] == "default" and manifest["config"]["overrides"]["use_crf"] is False
     assert "torch" in manifest["versions"] and all(v["status"] == "done" for v in manifest["images"].values())
 
 
@@ -102,7 +103,7 @@ def test_labels_from_csv_and_shared_list(tmp_path):
 def test_labels_that_name_no_image_are_an_error(folder):
     (folder / "labels.json").write_text(json.dumps({"elsewhere/x.png": ["cat"]}))
     result = _generate(folder)
-    assert result.exit_code == 1 and "none of the images" in result.output
+    assert result.exit_code == 2 and "none of the images" in result.output
 
 
 def test_evaluate_table_and_json(folder):

@@ -20,6 +20,16 @@ class ImageReadError(FreelabelError):
     """An image file is missing, truncated or not an image."""
 
 
+def check_rgb(image: object) -> np.ndarray:
+    """Return ``image`` if it is an (H, W, 3) uint8 RGB array with H, W >= 1; else raise ``ValueError`` saying
+    what it is instead."""
+    if (not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8
+            or 0 in image.shape):
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {getattr(image, 'shape', type(image).__name__)} "
+                         f"{getattr(image, 'dtype', '')}".rstrip())
+    return image
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB (alpha dropped, greyscale expanded).
 
@@ -34,8 +44,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 RGB image atomically; the format follows the suffix."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    check_rgb(image)
     path = Path(path)
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
@@ -50,25 +59,26 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
 
 
-def prefetch_images(folder: str | os.PathLike, names: Sequence[str], lookahead: int = 4
-                    ) -> Iterator[tuple[str, np.ndarray | ImageReadError]]:
+def prefetch_images(paths: Sequence[str | os.PathLike], lookahead: int = 4
+                    ) -> Iterator[tuple[Path, np.ndarray | ImageReadError]]:
     """Read images in a background thread, ``lookahead`` ahead of the consumer, so decoding overlaps compute.
 
-    Yields (name, image) with image (H, W, 3) uint8, or (name, ImageReadError) for an unreadable file, in order.
+    Yields (path, image) with image (H, W, 3) uint8, or (path, ImageReadError) for an unreadable file, in order.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    def load(name: str) -> np.ndarray | ImageReadError:
+    def load(path: Path) -> np.ndarray | ImageReadError:
         try:
-            return read_image(Path(folder) / name)
+            return read_image(path)
         except ImageReadError as error:
             return error
 
+    paths = [Path(p) for p in paths]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = [(name, pool.submit(load, name)) for name in names[:lookahead]]
-        for index in range(len(names)):
-            name, future = pending.pop(0)
-            if index + lookahead < len(names):
-                ahead = names[index + lookahead]
+        pending = [(path, pool.submit(load, path)) for path in paths[:lookahead]]
+        for index in range(len(paths)):
+            path, future = pending.pop(0)
+            if index + lookahead < len(paths):
+                ahead = paths[index + lookahead]
                 pending.append((ahead, pool.submit(load, ahead)))
-            yield name, future.result()
+            yield path, future.result()

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from freelabel.errors import FreelabelError
 from freelabel.io.files import read_json, write_text
 from freelabel.io.masks import IGNORE_INDEX
@@ -84,3 +86,20 @@ def read_image_labels(spec: str) -> dict[str, list[str]] | list[str]:
                 labels[row[0].strip()] = list(dict.fromkeys(names))
         return labels
     return read_label_vocabulary(spec)
+
+
+def class_lookup(names: Sequence[str], classes: Sequence[str], unknown: int) -> np.ndarray:
+    """A table from one list's class indices to another's, by name: the one mapping from an image's own label
+    order (or a prediction's ``classes.txt``) to a global class index.
+
+    names: the class names of the source indices (``names[i]`` is index ``i``; e.g. ``["background", *labels]``).
+    classes: the target class names. Returns (256,) int64: ``table[i]`` is ``classes.index(names[i])``, or
+    ``unknown`` for a name not in ``classes`` or an index beyond ``names``; ``table[255]`` stays 255 (ignore).
+    """
+    if len(names) > IGNORE_INDEX:
+        raise FreelabelError(f"{len(names)} classes do not fit 8-bit masks (at most {IGNORE_INDEX})")
+    position = {name: index for index, name in reversed(list(enumerate(classes)))}
+    table = np.full(IGNORE_INDEX + 1, unknown, dtype=np.int64)
+    table[:len(names)] = [position.get(name, unknown) for name in names]
+    table[IGNORE_INDEX] = IGNORE_INDEX
+    return table

@@ -13,55 +13,64 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from freelabel.errors import ConfigError
+
 BACKENDS = ("pydensecrf", "torch")
 
 
 @dataclass
 class CrfConfig:
-    """Dense CRF parameters (pixel units for ``*_sxy``, 0-255 intensity units for ``bilateral_srgb``)."""
+    """Dense CRF parameters (pixel units for ``*_sxy``, 0-255 intensity units for ``bilateral_srgb``).
 
-    backend: str = "pydensecrf"  # "pydensecrf" (exact, CPU) or "torch" (local window, batched, GPU or CPU)
-    # Defaults: the best of a 40-point grid on half of COCO-Object val (benchmarks/crf_coco.py --tune): a short-range
-    # appearance kernel only. Wider kernels and the smoothness kernel erase small and thin objects there.
-    iterations: int = 3  # mean-field iterations (3, 5 and 10 score the same there; each costs time)
-    gaussian_sxy: float = 3.0  # spatial std of the smoothness kernel
-    gaussian_compat: float = 0.0  # weight of the smoothness kernel (0 = not used)
-    bilateral_sxy: float = 5.0  # spatial std of the appearance kernel
-    bilateral_srgb: float = 6.0  # colour std of the appearance kernel
-    bilateral_compat: float = 1.0  # weight of the appearance kernel (0 = not used)
+    The defaults are the library's default preset for real CLIPs: a ViT's maps are patch classifiers, so they were
+    chosen on COCO-Object val maps whose 1/16 cells hold only their majority class (``benchmarks/crf_coco.py --tune
+    --coarse majority``, 40 points on the even-indexed half); they are not verified on real CLIP maps.
+    """
+
+    backend: str = "pydensecrf"  # "pydensecrf" (exact, CPU) or "torch" (local window, batched, on the labeler's device)
+    iterations: int = 3  # mean-field iterations (3, 5 and 10 score alike on COCO; each costs time)
+    gaussian_sxy: float = 3.0  # spatial std of the smoothness kernel, pixels
+    gaussian_compat: float = 1.0  # weight of the smoothness kernel (0 = not used)
+    bilateral_sxy: float = 10.0  # spatial std of the appearance kernel, pixels
+    bilateral_srgb: float = 6.0  # colour std of the appearance kernel, 0-255 units
+    bilateral_compat: float = 3.0  # weight of the appearance kernel (0 = not used)
     window: int = 9  # torch backend: neighbourhood side on the downsampled grid (odd)
     downsample: int = 4  # torch backend: messages are passed on a grid this many times coarser
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"unknown CRF backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+            raise ConfigError(f"unknown CRF backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.window < 1 or self.window % 2 == 0:
-            raise ValueError(f"window must be a positive odd number, got {self.window}")
-        if self.iterations < 1 or self.downsample < 1:
-            raise ValueError("iterations and downsample must be at least 1")
+            raise ConfigError(f"CRF window must be a positive odd number, got {self.window}")
+        for name in ("iterations", "downsample"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"CRF {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"CRF {name} must be positive, got {getattr(self, name)}")
+        for name in ("gaussian_compat", "bilateral_compat"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"CRF {name} must be at least 0, got {getattr(self, name)}")
 
 
-def _check(probabilities: np.ndarray | torch.Tensor, image: np.ndarray | torch.Tensor) -> None:
-    if probabilities.ndim != 3 or image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"expected probabilities (K, H, W) and image (H, W, 3), got {tuple(probabilities.shape)} "
-                         f"and {tuple(image.shape)}")
-    if tuple(probabilities.shape[1:]) != tuple(image.shape[:2]):
-        raise ValueError(f"probabilities {tuple(probabilities.shape)} and image {tuple(image.shape)} differ in size")
+def refine(probabilities: torch.Tensor, images: torch.Tensor, config: CrfConfig | None = None) -> torch.Tensor:
+    """Refine class probabilities with a dense CRF, on their device.
 
-
-def refine(probabilities: np.ndarray, image: np.ndarray, config: CrfConfig | None = None) -> np.ndarray:
-    """Refine class probabilities with a dense CRF.
-
-    probabilities: (K, H, W) float, per pixel a distribution over K labels (background included).
-    image: (H, W, 3) uint8 RGB. Returns (K, H, W) float32 in [0, 1], summing to 1 over K.
+    probabilities: (B, K, H, W) float, per pixel a distribution over K labels (background included).
+    images: (B, H, W, 3) uint8 RGB on the same device. Returns (B, K, H, W) float32 in [0, 1], summing to 1 over
+    K, on that device. The ``torch`` backend runs the batch at once; ``pydensecrf`` runs image by image on the CPU.
     """
     config = config or CrfConfig()
-    _check(probabilities, image)
-    if config.backend == "pydensecrf":
-        return _refine_exact(np.asarray(probabilities, dtype=np.float32), image, config)
-    result = refine_torch(torch.as_tensor(np.asarray(probabilities, dtype=np.float32))[None],
-                          torch.as_tensor(np.ascontiguousarray(image))[None], config)
-    return result[0].numpy()
+    if probabilities.ndim != 4 or images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
+        raise ValueError(f"expected probabilities (B, K, H, W) and uint8 images (B, H, W, 3), got "
+                         f"{tuple(probabilities.shape)} and {tuple(images.shape)} {images.dtype}")
+    if probabilities.shape[0] != images.shape[0] or probabilities.shape[2:] != images.shape[1:3]:
+        raise ValueError(f"probabilities {tuple(probabilities.shape)} and images {tuple(images.shape)} differ in size")
+    if config.backend == "torch":
+        return refine_torch(probabilities, images, config)
+    refined = [_refine_exact(p.float().cpu().numpy(), image.cpu().numpy(), config)
+               for p, image in zip(probabilities, images)]
+    return torch.from_numpy(np.stack(refined)).to(probabilities.device)
 
 
 def _refine_exact(probabilities: np.ndarray, image: np.ndarray, config: CrfConfig) -> np.ndarray:

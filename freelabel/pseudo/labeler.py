@@ -2,56 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
-from freelabel.pseudo.crf import CrfConfig, refine
-from freelabel.errors import FreelabelError
-from freelabel.io.masks import IGNORE_INDEX
 from freelabel.clip.dense import DenseClipEncoder, check_supported
-from freelabel.pseudo.fusion import FUSIONS, fuse
-from freelabel.pseudo.maps import relevance_maps, surgery_similarity
+from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
+from freelabel.errors import FreelabelError
+from freelabel.io.images import check_rgb
+from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.crf import refine
+from freelabel.pseudo.fusion import fuse
+from freelabel.pseudo.maps import relevance_maps, scale_per_label, surgery_similarity
+from freelabel.pseudo.mask import background_probabilities, confident_mask
+from freelabel.pseudo.preset import Preset, model_preset
 from freelabel.pseudo.views import View, plan_views, view_crops, view_to_image
-
-METHODS = ("surgery", "relevance")
-
-
-@dataclass
-class LabelerConfig:
-    """How label maps are computed, fused and turned into a mask. Saved beside every output."""
-
-    method: str = "surgery"  # "surgery" (value-value maps, forward only) or "relevance" (gradients, per label)
-    surgery_blocks: int = 6  # last blocks given the value-value path (capped at the model's depth)
-    input_size: int | None = None  # short side of the scale-1 view in pixels; None = the model's training size
-    scales: tuple[float, ...] = (1.0, 1.5)  # view scales relative to input_size
-    flip: bool = True  # add a horizontally flipped copy of every scale
-    window: int | None = None  # crop side for views larger than it (stride half); None = each view whole
-    fusion: str = "softmin"  # how views are combined: softmin (smoothed min-pooling), mean or max
-    softmin_temperature: float = 0.1  # T of the smoothed minimum, on maps scaled to [0, 1]
-    # Views are fused on a grid this many times finer than the finest view's patch grid (at most the image's
-    # pixels), then upsampled once: maps are patch-coarse, so fusing at full resolution only costs time.
-    fusion_upsampling: int = 4
-    background_threshold: float = 0.8  # a pixel is background unless some label's scaled map reaches this
-    background_words: tuple[str, ...] = ()  # extra negative labels ("ground", "sky", ...) counted as background
-    sharpness: float = 20.0  # label scores x sharpness -> softmax: how peaked the probabilities are
-    crf: CrfConfig | None = field(default_factory=CrfConfig)  # dense CRF on the probabilities; None = none
-    ignore_threshold: float = 0.9  # pixels whose final probability is below this become 255 (ignore)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
-        if self.fusion_upsampling < 1:
-            raise ValueError(f"fusion_upsampling must be at least 1, got {self.fusion_upsampling}")
-        if not 0 <= self.ignore_threshold <= 1:
-            raise ValueError(f"ignore_threshold must be in [0, 1], got {self.ignore_threshold}")
-
 
 @dataclass
 class Segmentation:
@@ -87,15 +55,18 @@ class Labeler:
 
     def __init__(self, model: str | LoadedClip = "ViT-B-16", pretrained: str | None = None, device: str = "cpu",
                  config: LabelerConfig | None = None, clip_config: ClipConfig | None = None):
-        self.config = config or LabelerConfig()
+        """model: a model name (see ``load_clip``) or a loaded CLIP. config: the settings; None = the model's
+        preset (``freelabel.pseudo.preset.model_preset``), kept in ``self.preset``."""
         if isinstance(model, LoadedClip):
             self.clip = model
         else:
             self.clip = load_clip(clip_config or ClipConfig(model=model, pretrained=pretrained, device=device))
+        self.preset: Preset | None = None if config is not None else model_preset(self.clip.name)
+        self.config = config if config is not None else self.preset.labeler
         visual = check_supported(self.clip.model.visual)
         depth = len(visual.transformer.resblocks)
         self.encoder = DenseClipEncoder(visual, min(self.config.surgery_blocks, depth))
-        self._image: np.ndarray | None = None
+        self._image: torch.Tensor | None = None  # (H, W, 3) uint8 on the device, for the CRF
         self._features: list[_ViewFeatures] = []
 
     @property
@@ -105,9 +76,7 @@ class Labeler:
     @torch.no_grad()
     def set_image(self, image: np.ndarray) -> None:
         """Compute and cache the encoder's output for every view of ``image``: (H, W, 3) uint8 RGB."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 image, got {getattr(image, 'shape', type(image))} "
-                             f"{getattr(image, 'dtype', '')}")
+        check_rgb(image)
         height, width = image.shape[:2]
         config = self.config
         base = config.input_size or min(self.clip.image_size)
@@ -128,7 +97,7 @@ class Labeler:
                 self._features.append(_ViewFeatures(views[i], crops[i], pooled[start:start + n],
                                                     dense[start:start + n]))
                 start += n
-        self._image = image
+        self._image = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
 
     def prepare_labels(self, labels: Sequence[str]) -> None:
         """Encode ``labels`` (e.g. a dataset's whole vocabulary), the background words and the empty prompt
@@ -160,29 +129,20 @@ class Labeler:
                 crop_maps = surgery_similarity(features.dense, features.pooled, text, empty)
             else:
                 crop_maps = relevance_maps(self.encoder, features.crops, text)
-            per_view.append(_scale_per_label(view_to_image(crop_maps, features.view, grid)))
+            per_view.append(scale_per_label(view_to_image(crop_maps, features.view, grid)))
         fused = fuse(torch.stack(per_view), self.config.fusion, self.config.softmin_temperature)
         return F.interpolate(fused[None], size=(height, width), mode="bilinear", align_corners=False)[0]
 
     def segment(self, labels: Sequence[str]) -> Segmentation:
         """Masks for ``labels`` in the cached image (see ``Segmentation``). Only these labels and background
-        compete; a pixel is background unless a label's scaled map reaches ``background_threshold``."""
+        compete; a pixel is background unless a label's scaled map reaches ``background_threshold``. Everything
+        stays on the labeler's device (the CRF included) until the result is returned as numpy arrays."""
         config = self.config
         maps = self.label_maps(labels)
         scores, negatives = maps[:len(labels)], maps[len(labels):]
-        background = torch.full_like(scores[:1], config.background_threshold)
-        if len(negatives):
-            background = torch.maximum(background, negatives.amax(dim=0, keepdim=True))
-        probabilities = torch.softmax(torch.cat([background, scores]) * config.sharpness, dim=0).cpu().numpy()
+        probabilities = background_probabilities(scores, negatives, config.background_threshold, config.sharpness)
         if config.crf is not None:
-            probabilities = refine(probabilities, self._image, config.crf)
-        mask = probabilities.argmax(axis=0).astype(np.uint8)
-        mask[probabilities.max(axis=0) < config.ignore_threshold] = IGNORE_INDEX
-        return Segmentation(labels=list(labels), scores=scores.cpu().numpy(), probabilities=probabilities, mask=mask)
-
-
-def _scale_per_label(maps: torch.Tensor) -> torch.Tensor:
-    """(K, H, W) -> each map min-max scaled to [0, 1] (a constant map becomes 0)."""
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    high = maps.amax(dim=(1, 2), keepdim=True)
-    return (maps - low) / (high - low).clamp_min(1e-6)
+            probabilities = refine(probabilities[None], self._image[None], config.crf)[0]
+        mask = confident_mask(probabilities, config.ignore_threshold)
+        return Segmentation(labels=list(labels), scores=scores.cpu().numpy(),
+                            probabilities=probabilities.cpu().numpy(), mask=mask.cpu().numpy())

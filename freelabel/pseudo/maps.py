@@ -74,3 +74,10 @@ def relevance_maps(encoder: DenseClipEncoder, images: torch.Tensor, text: torch.
             row = relevance[:, 0, 1:] if visual.pool_type == "tok" else relevance[:, 1:, 1:].mean(dim=1)
             maps.append(row.reshape(b, h, w))
     return torch.stack(maps, dim=1).detach().float()
+
+
+def scale_per_label(maps: torch.Tensor) -> torch.Tensor:
+    """(K, H, W) float -> each map min-max scaled to [0, 1] (a constant map becomes 0)."""
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = maps.amax(dim=(1, 2), keepdim=True)
+    return (maps - low) / (high - low).clamp_min(1e-6)
