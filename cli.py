@@ -163,6 +163,33 @@ def generate(images: str, labels_spec: str, out: str, save_scores: bool | None, 
 
 
 @main.command()
+@click.argument("images", type=click.Path(exists=True, file_okay=False))
+@click.option("--masks", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Hand-labelled masks (same relative paths, .png; 255 = not labelled).")
+@click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="classes.txt of the masks (class 0 background).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Preset JSON to write.")
+@click.option("--holdout", type=float, help="Fraction of the images kept for the held-out report.")
+@click.option("--workers", type=int, help="Parallel processes.")
+@labeler_options
+@clip_options
+@_friendly_errors
+def tune(images: str, masks: str, classes: str, out: str, holdout: float | None, workers: int | None,
+         preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
+    """Fit a preset to a few (20-50) hand-labelled images: a staged grid search on a tuning split, reported on the
+    held-out split. Use it with `freelabel generate --preset OUT`."""
+    from freelabel.pipelines.tune import TuneConfig, tune as run
+
+    config = TuneConfig(clip=clip, preset=preset, overrides=overrides, **_given(holdout=holdout, workers=workers))
+    source = run(images, masks, classes, out, config).source
+    heldout = source["heldout"]
+    click.echo(f"tuned on {source['data']['tuning_images']} images (mIoU {source['tuning']['miou']}); held-out "
+               f"{source['data']['heldout_images']} images: mIoU {heldout['start']['miou']} -> "
+               f"{heldout['tuned']['miou']} (ignored {heldout['tuned']['ignored_fraction']}) in {source['seconds']} s "
+               f"-> {out}")
+
+
+@main.command()
 @click.option("--pred", required=True, type=click.Path(exists=True, file_okay=False), help="Predicted masks.")
 @click.option("--gt", required=True, type=click.Path(exists=True, file_okay=False), help="Ground-truth masks.")
 @click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False),

@@ -64,7 +64,8 @@ def predict(samples, config: CrfConfig | None) -> tuple[list[np.ndarray], float]
     for image, _, present, probabilities in samples:
         started = time.perf_counter()
         if config is not None:
-            probabilities = refine(probabilities, image, config)
+            probabilities = refine(torch.from_numpy(probabilities)[None], torch.from_numpy(image)[None],
+                                   config)[0].numpy()
         seconds += time.perf_counter() - started
         predictions.append(present[probabilities.argmax(axis=0)])
     return predictions, seconds / len(samples)

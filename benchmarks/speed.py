@@ -26,9 +26,9 @@ import torch
 import freelabel.pseudo.labeler
 import freelabel.pipelines.generate
 from freelabel.clip.loading import ClipConfig, load_clip
-from freelabel.pseudo.crf import CrfConfig
 from freelabel.io import read_classes, read_image, read_mask
-from freelabel.pseudo.labeler import Labeler, LabelerConfig
+from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.labeler import Labeler
 from freelabel.pipelines.generate import GenerateConfig, generate
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "coco-object-val"
@@ -56,9 +56,12 @@ def main() -> None:
         raise SystemExit(f"needs {DATA}")
     names = read_classes(DATA / "classes.txt")
     paths = sorted((DATA / "images").iterdir())[:args.n]
-    # 4 views: two scales x flip, each view one 448-px-short-side pass
-    config = LabelerConfig(input_size=args.size, scales=(1.0, 0.75), flip=True,
-                           crf=None if args.crf == "none" else CrfConfig(backend=args.crf))
+    # 4 views: two scales x flip, each view one 448-px-short-side pass; the rest is the default preset
+    overrides = dict(input_size=args.size, scales=(1.0, 0.75), flip=True)
+    if args.crf == "none":
+        overrides["use_crf"] = False
+    else:
+        overrides["crf_backend"] = args.crf
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     work = Path(tempfile.mkdtemp(prefix="freelabel-speed-"))
     (work / "images").mkdir()
@@ -76,7 +79,7 @@ def main() -> None:
     freelabel.pipelines.generate.write_mask = _timed(stages, "write", freelabel.pipelines.generate.write_mask)
     torch.manual_seed(0)
     manifest = generate(work / "images", str(work / "labels.json"), work / "out",
-                        GenerateConfig(clip=ClipConfig("ViT-B-16", "random", args.device), labeler=config))
+                        GenerateConfig(clip=ClipConfig("ViT-B-16", "random", args.device), overrides=overrides))
     assert manifest["summary"]["done"] == len(paths), manifest["summary"]
     loop_seconds, text_seconds = manifest["summary"]["seconds"], manifest["summary"]["text_seconds"]
     end_to_end = len(paths) / loop_seconds
@@ -86,7 +89,8 @@ def main() -> None:
              "write": stages["write"]}
     timed["read+other"] = max(loop_seconds - sum(timed.values()), 0.0)
     # bare encoder: a labeler over the same architecture, the same images and views, warmed up first
-    labeler = Labeler(load_clip("ViT-B-16", "random", device=args.device), config=config)
+    labeler = Labeler(load_clip("ViT-B-16", "random", device=args.device),
+                      config=LabelerConfig().with_overrides(**overrides))
     images = [read_image(p) for p in paths]
     labeler.set_image(images[0])
     started = time.perf_counter()

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from cli import main
@@ -65,3 +66,50 @@ def test_classify_reports_corrupt_images_and_labels_the_rest(tmp_path):
     assert abs(sum(scores["sub/0.png"].values()) - 1) < 1e-3
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["config"]["clip"]["model"] == "test-tiny-vit" and config["config"]["top_k"] == 2
+
+
+INVALID_LABELER_OPTIONS = [
+    ["--ignore-threshold", "2"], ["--surgery-blocks", "-1"], ["--scales", "0"], ["--scales", "one,two"],
+    ["--input-size", "0"], ["--window", "-8"], ["--softmin-temperature", "0"], ["--fusion-upsampling", "0"],
+    ["--background-threshold", "-0.1"], ["--sharpness", "0"],
+    ["--crf-iterations", "0"], ["--crf-window", "4"], ["--crf-downsample", "0"], ["--crf-gaussian-sxy", "0"],
+    ["--crf-bilateral-srgb", "-1"], ["--crf-bilateral-compat", "-2"], ["--fusion", "median"],
+    ["--crf-backend", "magic"], ["--surgery-blocks", "many"],
+]
+
+
+def _assert_one_error_line(result, out):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1, result.output
+    assert not out.exists(), "nothing may be written before the settings are validated"
+
+
+@pytest.mark.parametrize("option", INVALID_LABELER_OPTIONS, ids=lambda o: " ".join(o))
+def test_invalid_generate_options_are_one_error_line_before_any_work(tmp_path, option):
+    write_image(tmp_path / "images" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    out = tmp_path / "out"
+    args = ["generate", str(tmp_path / "images"), "--labels", "cat", "--out", str(out), "--model", "freelabel-toy"]
+    _assert_one_error_line(CliRunner().invoke(main, args + option), out)
+
+
+@pytest.mark.parametrize("option", [["--holdout", "1.5"], ["--workers", "0"], ["--crf-window", "2"]],
+                         ids=lambda o: " ".join(o))
+def test_invalid_tune_options_are_one_error_line(tmp_path, option):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "classes.txt").write_text("0 background\n1 cat\n")
+    out = tmp_path / "preset.json"
+    args = ["tune", str(tmp_path / "images"), "--masks", str(tmp_path / "images"), "--classes",
+            str(tmp_path / "classes.txt"), "--out", str(out), "--model", "freelabel-toy"]
+    _assert_one_error_line(CliRunner().invoke(main, args + option), out)
+
+
+def test_a_bad_preset_file_is_one_error_line(tmp_path):
+    write_image(tmp_path / "images" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "p.json").write_text('{"labeler": {"sharpness": "very"}}')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "images"), "--labels", "cat", "--out", str(out),
+                                       "--model", "freelabel-toy", "--preset", str(tmp_path / "p.json")])
+    _assert_one_error_line(result, out)
+    assert "p.json" in result.output

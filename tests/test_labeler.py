@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 from freelabel.clip.loading import load_clip
 from freelabel.errors import FreelabelError
-from freelabel.pseudo.labeler import Labeler, LabelerConfig
+from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.labeler import Labeler
 from freelabel.clip.dense import DenseClipEncoder, UnsupportedModelError
 from freelabel.pseudo.maps import relevance_maps, surgery_similarity
 from freelabel.toy.world import scenes

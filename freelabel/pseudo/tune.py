@@ -1,0 +1,180 @@
+"""Fitting a preset to labelled images: a staged grid search over map, fusion, background and CRF settings.
+
+Each stage tries its grid with every other setting held at the best so far and keeps the winner (ties keep the
+earlier candidate, the current settings first): maps (value-value blocks, view scales) -> fusion -> background
+(threshold, sharpness) -> CRF. Candidates are scored by the one mIoU of ``freelabel evaluate`` (pixels marked
+ignore count as wrong) over the tuning images, whose image-level labels are the classes present in their masks.
+Images are split into chunks scored in parallel worker processes, each loading the CLIP once; a candidate that
+only changes what happens after the image pass reuses the cached image features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
+from freelabel.errors import ConfigError
+from freelabel.io.images import read_image
+from freelabel.io.labels import class_lookup
+from freelabel.io.masks import read_mask
+from freelabel.metrics import ConfusionMatrix
+from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.labeler import Labeler
+
+# What the image pass depends on: candidates that differ only elsewhere share one set of image features.
+IMAGE_PASS_FIELDS = ("method", "surgery_blocks", "input_size", "scales", "flip", "window")
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """A tuning or held-out image: where it is, its mask, and its labels (the classes present in the mask)."""
+
+    image_path: Path  # (H, W, 3) image file
+    mask_path: Path  # (H, W) class-index mask, 255 = not labelled
+    labels: tuple[str, ...]  # class names present in the mask, background excluded
+
+
+def stage_grids(depth: int) -> dict[str, list[dict[str, Any]]]:
+    """The candidates of each stage, as override dicts for ``LabelerConfig.with_overrides``, in search order.
+
+    depth: the number of blocks of the model's image tower (value-value blocks are tried at 1/4 .. all of it).
+    """
+    blocks = sorted({max(1, round(depth * f)) for f in (0.25, 0.5, 0.75, 1.0)})
+    crf = [dict(use_crf=True, crf_bilateral_compat=w, crf_bilateral_sxy=sxy, crf_bilateral_srgb=srgb,
+                crf_gaussian_compat=g)
+           for w in (1.0, 3.0, 10.0, 30.0, 50.0) for sxy in (5.0, 10.0, 20.0) for srgb in (6.0, 13.0, 30.0)
+           for g in (0.0, 1.0)]
+    return {
+        "maps": [dict(surgery_blocks=b, scales=s) for b in blocks for s in ((1.0,), (1.0, 1.5), (0.75, 1.0, 1.5))],
+        "fusion": [dict(fusion="softmin", softmin_temperature=t) for t in (0.05, 0.1, 0.3, 1.0)]
+        + [dict(fusion="mean"), dict(fusion="max")],
+        "background": [dict(background_threshold=t, sharpness=s) for t in (0.5, 0.6, 0.7, 0.8, 0.9)
+                       for s in (10.0, 20.0, 40.0)],
+        "crf": [dict(use_crf=False)] + crf,
+    }
+
+
+def score_images(labeler_for: Callable[[LabelerConfig], Labeler], configs: Sequence[LabelerConfig],
+                 images: Sequence[LabelledImage], classes: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """Confusion counts of each config over ``images``.
+
+    labeler_for: gives a ``Labeler`` for a config (one per image-pass setting, made once). classes: the masks'
+    class names, index 0 background. Returns per config {"mask": counts with ignore, "dense": counts of the dense
+    argmax}, each (C, C + 1) int64 as ``ConfusionMatrix.counts``.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, config in enumerate(configs):
+        groups.setdefault(tuple(str(getattr(config, f)) for f in IMAGE_PASS_FIELDS), []).append(index)
+    matrices = [{"mask": ConfusionMatrix(len(classes)), "dense": ConfusionMatrix(len(classes))} for _ in configs]
+    for item in images:
+        image, truth = read_image(item.image_path), read_mask(item.mask_path)
+        to_global = class_lookup(["background", *item.labels], classes, unknown=len(classes))
+        for members in groups.values():
+            labeler = labeler_for(configs[members[0]])
+            labeler.set_image(image)
+            for index in members:
+                labeler.config = configs[index]  # segment-time settings only: the cached features still hold
+                result = labeler.segment(item.labels)
+                matrices[index]["mask"].update(to_global[result.mask], truth)
+                matrices[index]["dense"].update(to_global[result.probabilities.argmax(axis=0)], truth)
+    return [{key: matrix.counts for key, matrix in pair.items()} for pair in matrices]
+
+
+def scores_from_counts(counts: dict[str, np.ndarray]) -> dict[str, float]:
+    """{"miou": with ignore counted wrong, "dense_miou": of the dense argmax, "ignored_fraction"} from counts."""
+    mask, dense = ConfusionMatrix(len(counts["mask"])), ConfusionMatrix(len(counts["dense"]))
+    mask.counts, dense.counts = counts["mask"], counts["dense"]
+    return {"miou": round(mask.miou(), 4), "dense_miou": round(dense.miou(), 4),
+            "ignored_fraction": round(mask.ignored_fraction(), 4)}
+
+
+# One CLIP per worker process, loaded by the pool's initializer.
+_worker_clip: LoadedClip | None = None
+
+
+def _init_worker(clip: ClipConfig) -> None:
+    global _worker_clip
+    torch.set_num_threads(1)  # one core per worker process
+    _worker_clip = load_clip(clip)
+
+
+def _labeler_cache(clip: LoadedClip) -> Callable[[LabelerConfig], Labeler]:
+    labelers: dict[tuple, Labeler] = {}
+
+    def labeler_for(config: LabelerConfig) -> Labeler:
+        key = tuple(str(getattr(config, f)) for f in IMAGE_PASS_FIELDS)
+        if key not in labelers:
+            labelers[key] = Labeler(clip, config=config)
+        return labelers[key]
+
+    return labeler_for
+
+
+def _score_chunk(task: tuple[list[LabelerConfig], list[LabelledImage], list[str]]) -> tuple[int, list]:
+    configs, images, classes = task
+    return len(images), score_images(_labeler_cache(_worker_clip), configs, images, classes)
+
+
+class ParallelScorer:
+    """Scores configs over images in ``workers`` processes (or in this one for ``workers=1``), chunk by chunk."""
+
+    def __init__(self, clip: ClipConfig, workers: int, chunk: int = 8):
+        if workers < 1 or chunk < 1:
+            raise ConfigError(f"workers and chunk must be at least 1, got {workers} and {chunk}")
+        self.chunk = chunk
+        self._pool = None
+        if workers == 1:
+            _init_worker(clip)
+        else:
+            self._pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (clip,))
+
+    def score(self, configs: Sequence[LabelerConfig], images: Sequence[LabelledImage], classes: Sequence[str],
+              progress: Callable[[int], None] = lambda n: None) -> list[dict[str, np.ndarray]]:
+        """Summed confusion counts per config (see ``score_images``); ``progress(n)`` after each chunk of n
+        images."""
+        tasks = [(list(configs), list(images[i:i + self.chunk]), list(classes))
+                 for i in range(0, len(images), self.chunk)]
+        results: Iterator = (self._pool.imap_unordered(_score_chunk, tasks) if self._pool
+                             else map(_score_chunk, tasks))
+        total = None
+        for n, counts in results:
+            total = counts if total is None else [{k: t[k] + c[k] for k in t} for t, c in zip(total, counts)]
+            progress(n)
+        return total
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+
+    def __enter__(self) -> "ParallelScorer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None and exc[0] is not None:
+            self._pool.terminate()
+        self.close()
+
+
+def describe(config: LabelerConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The values ``overrides`` set in ``config``, JSON-ready (for reports)."""
+    return {key: getattr(config.crf, key[len("crf_"):], None) if key.startswith("crf_")
+            else (config.crf is not None if key == "use_crf" else getattr(config, key)) for key in overrides}
+
+
+def search_stage(start: LabelerConfig, grid: Sequence[dict[str, Any]], score: Callable[[list[LabelerConfig]], list]
+                 ) -> tuple[LabelerConfig, list[tuple[dict[str, Any], dict[str, float]]]]:
+    """One stage: ``start`` and each candidate of ``grid`` applied to it, scored by ``score``; returns the best
+    config (the one mIoU; ties keep ``start``, then the earlier candidate) and every (overrides, scores) row."""
+    configs = [start] + [start.with_overrides(**overrides) for overrides in grid]
+    scored = [scores_from_counts(counts) for counts in score(configs)]
+    best = max(range(len(configs)), key=lambda i: (scored[i]["miou"], -i))
+    rows = [({"current": True}, scored[0])] + [(overrides, s) for overrides, s in zip(grid, scored[1:])]
+    return dataclasses.replace(configs[best]), rows

@@ -1,0 +1,130 @@
+"""``freelabel tune``: fit a preset to a few hand-labelled images (see ``freelabel.pseudo.tune``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from freelabel.clip.dense import check_supported
+from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.errors import ConfigError, FreelabelError
+from freelabel.io.files import provenance, read_json, write_json
+from freelabel.io.images import list_images
+from freelabel.io.labels import read_classes
+from freelabel.io.masks import IGNORE_INDEX, read_mask
+from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.preset import Preset, resolve_preset, write_preset
+from freelabel.pseudo.tune import LabelledImage, ParallelScorer, scores_from_counts, search_stage, stage_grids
+
+
+@dataclass
+class TuneConfig:
+    """How a preset is fitted. Saved in the preset's ``source``."""
+
+    clip: ClipConfig = field(default_factory=ClipConfig)  # which CLIP the preset is for
+    preset: str | None = None  # the starting preset file; None = the model's own preset
+    overrides: dict[str, Any] = field(default_factory=dict)  # labeler fields set on the starting preset
+    holdout: float = 0.3  # fraction of the images kept out of the search and used for the report (spread evenly)
+    workers: int = 2  # processes scoring image chunks in parallel, each with its own copy of the CLIP
+
+    def __post_init__(self) -> None:
+        if not 0 < self.holdout < 1:
+            raise ConfigError(f"holdout must be in (0, 1), got {self.holdout}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+
+
+def labelled_images(images_dir: Path, masks_dir: Path, classes: list[str]) -> list[tuple[str, LabelledImage]]:
+    """Images below ``images_dir`` that have a mask (same relative path, ``.png``) below ``masks_dir``, with the
+    classes present in the mask as labels; images with no labelled class are left out."""
+    pairs = []
+    for relative in list_images(images_dir):
+        mask_path = masks_dir / relative.with_suffix(".png")
+        if not mask_path.is_file():
+            continue
+        present = sorted(set(read_mask(mask_path).ravel().tolist()) - {0, IGNORE_INDEX})
+        if present and present[-1] >= len(classes):
+            raise FreelabelError(f"{mask_path} holds class {present[-1]}, beyond the {len(classes)} classes given")
+        if present:
+            pairs.append((str(relative), LabelledImage(images_dir / relative, mask_path,
+                                                       tuple(classes[i] for i in present))))
+    return pairs
+
+
+def split(pairs: list, holdout: float) -> tuple[list, list]:
+    """(tuning, held-out): every item whose index crosses a multiple of 1/holdout is held out, spread evenly."""
+    held = [int((i + 1) * holdout) > int(i * holdout) for i in range(len(pairs))]
+    return [p for p, h in zip(pairs, held) if not h], [p for p, h in zip(pairs, held) if h]
+
+
+def tune(images_dir: str | Path, masks_dir: str | Path, classes_file: str | Path, out: str | Path,
+         config: TuneConfig | None = None) -> Preset:
+    """Search a preset on the tuning split of the labelled images and write it to ``out`` (JSON), with a report
+    on the held-out split (starting vs tuned settings) in its ``source``.
+
+    Resumable: each finished stage is saved to ``<out>.progress.json``; a rerun with the same inputs continues
+    after the last finished stage (other inputs are an error until that file is removed). Returns the preset.
+    """
+    config = config or TuneConfig()
+    images_dir, masks_dir, out = Path(images_dir), Path(masks_dir), Path(out)
+    start_preset, start = resolve_preset(config.clip.model, config.preset, config.overrides)
+    classes = read_classes(classes_file)
+    if not classes or classes[0] != "background":
+        raise FreelabelError(f"{classes_file}: class 0 must be 'background'")
+    pairs = labelled_images(images_dir, masks_dir, classes)
+    tuning, heldout = split(pairs, config.holdout)
+    if len(tuning) < 2 or not heldout:
+        raise FreelabelError(f"found {len(pairs)} images with a mask and a labelled class below {images_dir} and "
+                             f"{masks_dir}; tuning needs at least 3 (20-50 is a good number)")
+    fingerprint = hashlib.sha256(json.dumps(
+        [asdict(config), start.to_dict(), classes, [name for name, _ in pairs]], sort_keys=True).encode()).hexdigest()
+    progress_path = out.with_name(out.name + ".progress.json")
+    progress = read_json(progress_path) if progress_path.is_file() else {"fingerprint": fingerprint, "stages": {}}
+    if progress.get("fingerprint") != fingerprint:
+        raise FreelabelError(f"{progress_path} belongs to a search with other inputs or settings; remove it to "
+                             "start over, or rerun with the same ones to resume")
+    depth = len(check_supported(load_clip(config.clip).model.visual).transformer.resblocks)
+    grids = stage_grids(depth)
+    started = time.monotonic()
+    tuning_items = [item for _, item in tuning]
+    heldout_items = [item for _, item in heldout]
+    total = sum(len(tuning_items) for name in grids if name not in progress["stages"]) + 2 * len(heldout_items)
+    best = start
+    with ParallelScorer(config.clip, config.workers) as scorer, \
+            tqdm(total=total, desc="tune", unit="image", disable=None) as bar:
+        for name, grid in grids.items():
+            if name in progress["stages"]:
+                best = LabelerConfig.from_dict(progress["stages"][name]["best"])
+                continue
+            bar.set_postfix_str(f"{name}: {len(grid) + 1} candidates")
+            best, rows = search_stage(best, grid, lambda configs: scorer.score(configs, tuning_items, classes,
+                                                                              bar.update))
+            ranked = sorted(rows, key=lambda row: -row[1]["miou"])
+            progress["stages"][name] = {"best": best.to_dict(), "tuning": ranked[0][1], "candidates": len(rows),
+                                        "top": [{"settings": o, **s} for o, s in ranked[:5]]}
+            write_json(progress_path, progress)
+        start_counts, tuned_counts = scorer.score([start, best], heldout_items, classes, bar.update)
+    last = progress["stages"][list(grids)[-1]]
+    source = {
+        "name": out.stem, "command": "freelabel tune", "model": config.clip.model, "pretrained": config.clip.pretrained,
+        "data": {"images": str(images_dir), "masks": str(masks_dir), "classes": str(classes_file),
+                 "tuning_images": len(tuning), "heldout_images": len(heldout), "holdout": config.holdout},
+        "start": start_preset.source.get("name", start_preset.source.get("file")),
+        "score": "mIoU of freelabel evaluate (pixels marked ignore count as wrong)",
+        "tuning": last["tuning"],
+        "heldout": {"start": scores_from_counts(start_counts), "tuned": scores_from_counts(tuned_counts)},
+        "stages": {name: stage["tuning"] for name, stage in progress["stages"].items()},
+        "seconds": round(time.monotonic() - started, 1), **provenance(),
+    }
+    data_config = images_dir.parent / "config.json"  # a toy-world folder records the stream it was drawn from
+    if data_config.is_file() and "seed" in read_json(data_config):
+        source["data"]["seed"] = read_json(data_config)["seed"]
+    preset = Preset(best, source)
+    write_preset(out, preset)
+    return preset

@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+import pytest
+
+from freelabel.errors import FreelabelError
+from freelabel.pipelines.toy import write_toy_scenes
+from freelabel.pipelines.tune import TuneConfig, split, tune
+from freelabel.clip.loading import ClipConfig
+from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.preset import read_preset
+from freelabel.pseudo.tune import search_stage, stage_grids
+
+TINY = ClipConfig("test-tiny-vit", "random")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_scenes(tmp_path_factory.mktemp("toy"), seed=11, n=6)
+
+
+def _tune(toy, out, **config):
+    return tune(toy / "images", toy / "masks", toy / "classes.txt", out,
+                TuneConfig(**{"clip": TINY, "workers": 1, "holdout": 0.34, **config}))
+
+
+def test_split_holds_out_an_even_spread():
+    tuning, heldout = split(list(range(10)), 0.3)
+    assert heldout == [3, 6, 9] and len(tuning) == 7
+
+
+def _score_by_sharpness(miou_by_sharpness):
+    """A stand-in scorer: one class whose IoU is the wanted value for each config's sharpness (default 0.5)."""
+    def score(configs):
+        rows = []
+        for config in configs:
+            hits = int(100 * miou_by_sharpness.get(config.sharpness, 0.5))
+            counts = np.array([[hits, 100 - hits]])  # (C=1, C + 1): right, predicted ignore
+            rows.append({"mask": counts, "dense": counts})
+        return rows
+    return score
+
+
+def test_search_stage_keeps_the_best_and_ties_keep_the_current():
+    start = LabelerConfig()
+    grid = [dict(sharpness=5.0), dict(sharpness=7.0), dict(sharpness=9.0)]
+    best, rows = search_stage(start, grid, _score_by_sharpness({7.0: 0.9, 9.0: 0.8}))
+    assert best.sharpness == 7.0 and len(rows) == 4 and rows[0][0] == {"current": True}
+    assert [r[1]["miou"] for r in rows] == [0.5, 0.5, 0.9, 0.8]
+    best, _ = search_stage(start, grid, _score_by_sharpness({}))  # all equal: the current settings stay
+    assert best == start
+
+
+def test_tune_writes_a_preset_with_a_held_out_report_and_resumes(toy, tmp_path):
+    preset = _tune(toy, tmp_path / "p.json")
+    source = preset.source
+    assert read_preset(tmp_path / "p.json").labeler == preset.labeler
+    assert source["data"]["tuning_images"] == 4 and source["data"]["heldout_images"] == 2
+    assert source["data"]["seed"] == 11 and set(source["stages"]) == set(stage_grids(2))
+    for scores in (source["tuning"], source["heldout"]["start"], source["heldout"]["tuned"]):
+        assert 0 <= scores["miou"] <= scores["dense_miou"] + 1e-9 <= 1 and 0 <= scores["ignored_fraction"] <= 1
+    # a run killed after the background stage resumes with the CRF stage only and ends the same
+    progress_path = tmp_path / "p.json.progress.json"
+    progress = json.loads(progress_path.read_text())
+    del progress["stages"]["crf"]
+    progress["stages"]["background"]["top"] = "kept as it was"  # proves the finished stage is not rerun
+    progress_path.write_text(json.dumps(progress))
+    again = _tune(toy, tmp_path / "p.json")
+    assert again.labeler == preset.labeler
+    assert json.loads(progress_path.read_text())["stages"]["background"]["top"] == "kept as it was"
+    with pytest.raises(FreelabelError, match="other inputs"):
+        _tune(toy, tmp_path / "p.json", overrides={"sharpness": 3.0})
+
+
+def test_tune_needs_labelled_images(toy, tmp_path):
+    with pytest.raises(FreelabelError, match="at least 3"):
+        tune(toy / "images", tmp_path, toy / "classes.txt", tmp_path / "p.json", TuneConfig(clip=TINY, workers=1))
+
+
+@pytest.mark.slow
+def test_parallel_workers_score_like_one(toy, tmp_path):
+    one = _tune(toy, tmp_path / "one.json")
+    two = _tune(toy, tmp_path / "two.json", workers=2)
+    assert one.labeler == two.labeler and one.source["heldout"] == two.source["heldout"]
