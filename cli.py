@@ -100,8 +100,8 @@ def labeler_options(command: Callable) -> Callable:
     """Every ``LabelerConfig`` setting, the CRF's included, as an option that overrides one field of the preset
     (the model's own, or ``--preset FILE``); they arrive as ``preset`` and an ``overrides`` dict."""
 
-    @click.option("--preset", type=click.Path(exists=True, dir_okay=False),
-                  help="Preset JSON (e.g. from `freelabel tune`); default: the model's own preset.")
+    @click.option("--preset", help="Preset JSON (e.g. from `freelabel tune`), or 'default' for the library default "
+                  "preset; without it, the model's own preset.")
     @click.option("--method", type=click.Choice(["surgery", "relevance"]), help="How label maps are computed.")
     @click.option("--surgery-blocks", type=int, help="Last blocks given the value-value path.")
     @click.option("--input-size", type=int, help="Short side of the scale-1 view in pixels.")
@@ -171,16 +171,18 @@ def generate(images: str, labels_spec: str, out: str, save_scores: bool | None, 
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Preset JSON to write.")
 @click.option("--holdout", type=float, help="Fraction of the images kept for the held-out report.")
 @click.option("--workers", type=int, help="Parallel processes.")
+@click.option("--rounds", type=int, help="Passes over all stages.")
 @labeler_options
 @clip_options
 @_friendly_errors
 def tune(images: str, masks: str, classes: str, out: str, holdout: float | None, workers: int | None,
-         preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
+         rounds: int | None, preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
     """Fit a preset to a few (20-50) hand-labelled images: a staged grid search on a tuning split, reported on the
     held-out split. Use it with `freelabel generate --preset OUT`."""
     from freelabel.pipelines.tune import TuneConfig, tune as run
 
-    config = TuneConfig(clip=clip, preset=preset, overrides=overrides, **_given(holdout=holdout, workers=workers))
+    config = TuneConfig(clip=clip, preset=preset, overrides=overrides,
+                        **_given(holdout=holdout, workers=workers, rounds=rounds))
     source = run(images, masks, classes, out, config).source
     heldout = source["heldout"]
     click.echo(f"tuned on {source['data']['tuning_images']} images (mIoU {source['tuning']['miou']}); held-out "

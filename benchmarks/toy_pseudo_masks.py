@@ -7,7 +7,7 @@ figure is their mean, min and max. Ablations are the same command with flags: ra
 CRF (`--scales 1 --no-flip --no-crf`) and test-time views without the CRF (`--no-crf`).
 
 `--tune` first refits the shipped preset the way a user fits their own: `freelabel tune` on 400 scenes of the
-validation stream 2001 (30% held out for its report), written to freelabel/pseudo/presets/freelabel-toy.json.
+validation stream 2001 (30% held out for its report), starting from the library default preset, written to freelabel/pseudo/presets/freelabel-toy.json.
 
     .venv/bin/python benchmarks/toy_pseudo_masks.py [--tune] [--n 300] [--streams 3000,3001,3002]
 """
@@ -70,7 +70,7 @@ def main() -> None:
         started = time.monotonic()
         print(freelabel("tune", str(validation / "images"), "--masks", str(validation / "masks"), "--classes",
                         str(validation / "classes.txt"), "--model", "freelabel-toy", "--out", str(PRESET),
-                        "--workers", str(args.workers)).strip())
+                        "--preset", "default", "--workers", str(args.workers)).strip())
         print(f"tune: {time.monotonic() - started:.0f} s")
     results: dict[str, list[dict]] = {name: [] for name in ABLATIONS}
     for seed in (int(s) for s in args.streams.split(",")):

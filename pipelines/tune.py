@@ -32,12 +32,15 @@ class TuneConfig:
     overrides: dict[str, Any] = field(default_factory=dict)  # labeler fields set on the starting preset
     holdout: float = 0.3  # fraction of the images kept out of the search and used for the report (spread evenly)
     workers: int = 2  # processes scoring image chunks in parallel, each with its own copy of the CLIP
+    # passes over all stages; a second re-fits maps, fusion and background under the CRF the first one chose (on
+    # the toy validation stream it raised the tuning score 0.650 -> 0.653 and lowered the held-out one 0.652 -> 0.647)
+    rounds: int = 1
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1:
             raise ConfigError(f"holdout must be in (0, 1), got {self.holdout}")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.workers < 1 or self.rounds < 1:
+            raise ConfigError(f"workers and rounds must be at least 1, got {self.workers} and {self.rounds}")
 
 
 def labelled_images(images_dir: Path, masks_dir: Path, classes: list[str]) -> list[tuple[str, LabelledImage]]:
@@ -90,7 +93,9 @@ def tune(images_dir: str | Path, masks_dir: str | Path, classes_file: str | Path
         raise FreelabelError(f"{progress_path} belongs to a search with other inputs or settings; remove it to "
                              "start over, or rerun with the same ones to resume")
     depth = len(check_supported(load_clip(config.clip).model.visual).transformer.resblocks)
-    grids = stage_grids(depth)
+    # stage keys: "maps", "fusion", ... in the first round, "maps@2", ... in the second
+    grids = {name if round_ == 1 else f"{name}@{round_}": grid for round_ in range(1, config.rounds + 1)
+             for name, grid in stage_grids(depth).items()}
     started = time.monotonic()
     tuning_items = [item for _, item in tuning]
     heldout_items = [item for _, item in heldout]

@@ -94,7 +94,7 @@ def test_invalid_generate_options_are_one_error_line_before_any_work(tmp_path, o
     _assert_one_error_line(CliRunner().invoke(main, args + option), out)
 
 
-@pytest.mark.parametrize("option", [["--holdout", "1.5"], ["--workers", "0"], ["--crf-window", "2"]],
+@pytest.mark.parametrize("option", [["--holdout", "1.5"], ["--workers", "0"], ["--rounds", "0"], ["--crf-window", "2"]],
                          ids=lambda o: " ".join(o))
 def test_invalid_tune_options_are_one_error_line(tmp_path, option):
     (tmp_path / "images").mkdir()

@@ -133,3 +133,26 @@ def test_labeler_errors(tiny):
         labeler.segment([])
     with pytest.raises(ValueError, match="unknown method"):
         LabelerConfig(method="magic")
+
+
+@pytest.mark.parametrize("backend", ["torch", "pydensecrf"])
+def test_segment_keeps_its_work_on_the_labelers_device(device, backend, monkeypatch):
+    import freelabel.pseudo.labeler
+
+    torch.manual_seed(0)
+    clip = load_clip("test-tiny-vit", "random", device=device)
+    seen = []
+    refine = freelabel.pseudo.labeler.refine
+
+    def spy(probabilities, images, config):  # what the CRF is handed, and where
+        seen.append((probabilities.device.type, images.device.type, tuple(probabilities.shape)))
+        return refine(probabilities, images, config)
+
+    monkeypatch.setattr(freelabel.pseudo.labeler, "refine", spy)
+    labeler = Labeler(clip, config=LabelerConfig().with_overrides(crf_backend=backend))
+    scene = next(scenes(4, 1))
+    labeler.set_image(scene.image)
+    result = labeler.segment(scene.labels)
+    k, (h, w) = len(scene.labels), scene.image.shape[:2]
+    assert seen == [(torch.device(device).type, torch.device(device).type, (1, k + 1, h, w))]
+    assert result.mask.shape == (h, w) and np.allclose(result.probabilities.sum(axis=0), 1, atol=1e-4)

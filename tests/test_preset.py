@@ -42,6 +42,12 @@ def test_overrides_change_one_field_each():
     assert LabelerConfig(crf=None).with_overrides(crf_iterations=2).crf == CrfConfig(iterations=2)
 
 
+def test_resolve_takes_default_by_name_and_refuses_a_missing_file(tmp_path):
+    assert resolve_preset(TOY_MODEL, "default")[0].source["name"] == "default"
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_preset(TOY_MODEL, tmp_path / "missing.json")
+
+
 def test_resolve_prefers_a_preset_file_over_the_models_own(tmp_path):
     write_preset(tmp_path / "p.json", Preset(LabelerConfig(sharpness=3.0), {"name": "file"}))
     chosen, final = resolve_preset(TOY_MODEL, tmp_path / "p.json", {"ignore_threshold": 0.5})

@@ -71,8 +71,17 @@ def model_preset(model: str) -> Preset:
 
 def resolve_preset(model: str, preset: str | Path | None = None, overrides: dict[str, Any] | None = None
                    ) -> tuple[Preset, LabelerConfig]:
-    """The preset in force and the final settings: ``preset`` (a file) if given, else ``model``'s own, with
-    ``overrides`` applied field by field (see ``LabelerConfig.with_overrides``). Everything is validated here,
-    before any model loads: a bad file or value raises ``ConfigError``."""
-    chosen = read_preset(preset) if preset is not None else model_preset(model)
+    """The preset in force and the final settings: ``preset`` (a file, or ``"default"`` for the library default
+    preset) if given, else ``model``'s own, with ``overrides`` applied field by field (see
+    ``LabelerConfig.with_overrides``). Everything is validated here, before any model loads: a bad file or value
+    raises ``ConfigError``."""
+    if preset is None:
+        chosen = model_preset(model)
+    elif str(preset) == DEFAULT_SOURCE["name"]:
+        chosen = default_preset()
+    elif not Path(preset).is_file():
+        raise ConfigError(f"preset file {preset} does not exist (or pass '{DEFAULT_SOURCE['name']}' for the "
+                          "library default preset)")
+    else:
+        chosen = read_preset(preset)
     return chosen, chosen.labeler.with_overrides(**(overrides or {}))
