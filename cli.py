@@ -197,12 +197,15 @@ def tune(images: str, masks: str, classes: str, out: str, holdout: float | None,
 @click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False),
               help="classes.txt of the ground truth.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
+@click.option("--allow-missing", is_flag=True, default=None,
+              help="Score a missing prediction as all-ignore instead of failing.")
 @_friendly_errors
-def evaluate(pred: str, gt: str, classes: str, as_json: bool) -> None:
-    """mIoU, per-class IoU and pixel accuracy of predicted masks (255 in the ground truth is ignored)."""
+def evaluate(pred: str, gt: str, classes: str, as_json: bool, allow_missing: bool | None) -> None:
+    """The one mIoU (predicted 255 counts as wrong; 255 in the ground truth is ignored), the dense-argmax mIoU from
+    saved scores, the ignored fraction, per-class IoU and pixel accuracy."""
     from freelabel.pipelines.evaluate import evaluate as run, format_report
 
-    report = run(pred, gt, classes)
+    report = run(pred, gt, classes, **_given(allow_missing=allow_missing))
     click.echo(json.dumps(report) if as_json else format_report(report))
 
 

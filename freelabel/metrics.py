@@ -29,26 +29,35 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 class ConfusionMatrix:
     """Pixel confusion counts over many images: rows are ground-truth classes, columns predictions.
 
-    Ground-truth pixels equal to ``ignore_index`` are skipped. Predicted ``ignore_index`` pixels (not confident)
-    count as misses of their ground-truth class, so abstaining never raises IoU.
+    ``counts`` is (C, C + 1) int64: ``counts[t, p]`` labelled pixels of true class ``t`` predicted ``p``; the last
+    column holds the pixels predicted no class of the list: ``ignore_index`` (not confident) or the value ``C`` (a
+    class outside the list, e.g. a predicted name the ground truth does not know). Both count as misses of their
+    ground-truth class, so abstaining never raises IoU. Ground-truth pixels equal to ``ignore_index`` are skipped.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255):
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.counts = np.zeros((num_classes, num_classes + 1), dtype=np.int64)  # last column: predicted ignore
+        self.counts = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
 
     def update(self, prediction: np.ndarray, truth: np.ndarray) -> None:
-        """Add one image: prediction and truth (H, W) integer class indices of one shape."""
+        """Add one image: prediction and truth (H, W) integer class indices of one shape.
+
+        truth: values in 0..C-1 or ``ignore_index``. prediction: values in 0..C-1, ``C`` (a class outside the
+        list: wrong) or ``ignore_index``. Anything else raises ``ValueError``.
+        """
         if prediction.shape != truth.shape:
             raise ValueError(f"prediction {prediction.shape} and ground truth {truth.shape} differ in shape")
         valid = truth != self.ignore_index
         truth, prediction = truth[valid].astype(np.int64), prediction[valid].astype(np.int64)
         if truth.size and truth.max() >= self.num_classes:
             raise ValueError(f"ground truth holds class {truth.max()} but only {self.num_classes} classes are known")
-        prediction = np.where((prediction == self.ignore_index) | (prediction >= self.num_classes),
-                              self.num_classes, prediction)
+        outside = (prediction > self.num_classes) & (prediction != self.ignore_index)
+        if outside.any():
+            raise ValueError(f"prediction holds class {prediction[outside].max()}; only 0..{self.num_classes} "
+                             f"({self.num_classes} = a class outside the list) and {self.ignore_index} are allowed")
+        prediction = np.where(prediction == self.ignore_index, self.num_classes, prediction)
         self.counts += np.bincount(truth * (self.num_classes + 1) + prediction,
                                    minlength=self.num_classes * (self.num_classes + 1)).reshape(self.counts.shape)
 
@@ -69,6 +78,7 @@ class ConfusionMatrix:
         return float(np.trace(self.counts[:, :self.num_classes]) / total) if total else float("nan")
 
     def ignored_fraction(self) -> float:
-        """Fraction of labelled ground-truth pixels that the prediction marked ignore."""
+        """Fraction of labelled ground-truth pixels predicted no class of the list: ignore, or a class outside
+        the list (the counts do not tell these apart; with no outside class predicted it is the ignored share)."""
         total = self.counts.sum()
         return float(self.counts[:, -1].sum() / total) if total else float("nan")

@@ -113,3 +113,20 @@ def test_a_bad_preset_file_is_one_error_line(tmp_path):
                                        "--model", "freelabel-toy", "--preset", str(tmp_path / "p.json")])
     _assert_one_error_line(result, out)
     assert "p.json" in result.output
+
+
+def test_evaluate_refuses_missing_predictions_unless_allowed(tmp_path):
+    from freelabel.io import write_classes, write_mask
+
+    write_classes(tmp_path / "classes.txt", ["background", "cat"])
+    for name in ("a.png", "b.png"):
+        write_mask(tmp_path / "gt" / name, np.ones((4, 4), np.uint8))
+    write_mask(tmp_path / "pred" / "a.png", np.ones((4, 4), np.uint8))
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--classes",
+            str(tmp_path / "classes.txt"), "--json"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "b.png" in refused.output and "Traceback" not in refused.output
+    allowed = CliRunner().invoke(main, args + ["--allow-missing"])
+    assert allowed.exit_code == 0, allowed.output
+    report = json.loads(allowed.output)
+    assert report["missing"] == ["b.png"] and report["miou"] == 0.5  # cat: 16 of 32 pixels; background absent

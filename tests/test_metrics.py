@@ -35,3 +35,15 @@ def test_confusion_matrix_iou_by_hand():
         matrix.update(prediction[:1], truth)
     with pytest.raises(ValueError, match="only 2 classes"):
         matrix.update(prediction, truth + 5)
+
+
+def test_confusion_matrix_counts_a_class_outside_the_list_as_wrong_and_rejects_other_values():
+    from freelabel.metrics import ConfusionMatrix
+
+    truth = np.array([[0, 1, 1]], dtype=np.uint8)
+    matrix = ConfusionMatrix(2)
+    matrix.update(np.array([[0, 2, 1]]), truth)  # 2 = a class outside the list: a miss of class 1
+    assert matrix.counts.tolist() == [[1, 0, 0], [0, 1, 1]]
+    assert matrix.iou() == pytest.approx([1.0, 0.5])
+    with pytest.raises(ValueError, match="prediction holds class 3"):
+        matrix.update(np.array([[0, 3, 1]]), truth)
