@@ -19,3 +19,26 @@ def test_ci_runs_the_readme_test_command():
 def test_constraints_pin_torch_and_torchvision():
     pins = (ROOT / "constraints.txt").read_text()
     assert "torch==2.14.1" in pins and "torchvision==0.29.1" in pins
+
+
+def test_the_readmes_python_examples_run(monkeypatch):
+    """Every ```python block of the README runs as written, from the repository root."""
+    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks, "the README shows the Python API"
+    monkeypatch.chdir(ROOT)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+
+
+def test_pip_installs_no_generic_top_level_names():
+    """cli.py and pipelines/ install under the freelabel namespace (pyproject's package-dir), not as `cli` and
+    `pipelines`."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert all(name == "freelabel" or name.startswith("freelabel.") for name in setuptools["packages"])
+    assert "py-modules" not in setuptools and setuptools["package-dir"]["freelabel.pipelines"] == "pipelines"
+    assert (ROOT / "pipelines" / "cli.py").resolve() == (ROOT / "cli.py").resolve()
+    import freelabel.pipelines.cli
+
+    assert freelabel.pipelines.cli.main.name == "main"
