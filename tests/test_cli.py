@@ -130,3 +130,32 @@ def test_evaluate_refuses_missing_predictions_unless_allowed(tmp_path):
     assert allowed.exit_code == 0, allowed.output
     report = json.loads(allowed.output)
     assert report["missing"] == ["b.png"] and report["miou"] == 0.5  # cat: 16 of 32 pixels; background absent
+
+
+def test_every_labeler_and_crf_setting_has_a_flag():
+    import dataclasses
+
+    from freelabel.pseudo.config import LabelerConfig
+    from freelabel.pseudo.crf import CrfConfig
+
+    for command in ("generate", "tune"):
+        flags = {opt for param in main.commands[command].params for opt in param.opts}
+        wanted = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(LabelerConfig) if f.name != "crf"}
+        wanted |= {f"--crf-{f.name.replace('_', '-')}" for f in dataclasses.fields(CrfConfig)} | {"--crf", "--preset"}
+        assert wanted <= flags, (command, wanted - flags)
+
+
+def test_a_flag_overrides_one_field_of_the_preset_and_the_manifest_records_both(tmp_path):
+    from freelabel.pseudo.preset import model_preset
+
+    for i, scene in enumerate(scenes(3, 2)):
+        write_image(tmp_path / "images" / f"{i}.png", scene.image)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "images"), "--labels", "red circle", "--out",
+                                       str(out), "--model", "freelabel-toy", "--crf-iterations", "1"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    preset = model_preset("freelabel-toy")
+    assert manifest["preset"]["labeler"] == json.loads(json.dumps(preset.to_dict()["labeler"]))
+    expected = preset.labeler.with_overrides(crf_iterations=1).to_dict()
+    assert manifest["labeler"] == json.loads(json.dumps(expected)) and manifest["labeler"]["crf"]["iterations"] == 1
