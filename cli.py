@@ -216,7 +216,7 @@ def toy() -> None:
 
 def _world_options(command: Callable) -> Callable:
     @click.option("--seed", type=int, required=True, help="Scene stream; the same seed gives the same data.")
-    @click.option("--n", type=int, required=True, help="How many to write.")
+    @click.option("--n", type=click.IntRange(min=1), required=True, help="How many to write.")
     @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
     @click.option("--size", type=int, help="Image side in pixels.")
     @click.option("--min-objects", type=int, help="Fewest labelled objects.")
@@ -226,16 +226,14 @@ def _world_options(command: Callable) -> Callable:
                 **kwargs: Any) -> Any:
         from freelabel.toy.world import ToyWorldConfig
 
-        try:
-            world = ToyWorldConfig(**_given(image_size=size, min_objects=min_objects, max_objects=max_objects))
-        except ValueError as error:
-            raise click.BadParameter(str(error)) from None
+        world = ToyWorldConfig(**_given(image_size=size, min_objects=min_objects, max_objects=max_objects))
         return command(*args, world=world, **kwargs)
 
     return wrapper
 
 
 @toy.command()
+@_friendly_errors
 @_world_options
 def scenes(seed: int, n: int, out: str, world: Any) -> None:
     """Write toy scenes (images/, masks/, classes.txt, labels.json, captions.json)."""
@@ -245,6 +243,7 @@ def scenes(seed: int, n: int, out: str, world: Any) -> None:
 
 
 @toy.command()
+@_friendly_errors
 @_world_options
 @click.option("--frames", type=int, help="Frames per clip.")
 def clips(seed: int, n: int, out: str, world: Any, frames: int | None) -> None:
@@ -261,6 +260,7 @@ def clips(seed: int, n: int, out: str, world: Any, frames: int | None) -> None:
 @click.option("--seed", type=int, help="Training scene stream and torch seed.")
 @click.option("--pool-size", type=int, help="Scenes rendered before training.")
 @click.option("--supervised-minutes", type=float, help="First part of the budget: the image tower learns the classes.")
+@_friendly_errors
 def train_clip(out: str, minutes: float | None, seed: int | None, pool_size: int | None,
                supervised_minutes: float | None) -> None:
     """Train the toy CLIP on toy scenes: a supervised start for the image tower, then contrastively (the committed

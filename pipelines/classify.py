@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from freelabel.clip.classify import label_probabilities, label_similarities
 from freelabel.clip.loading import ClipConfig, load_clip
-from freelabel.errors import FreelabelError
+from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io import ImageReadError, list_images, prefetch_images, provenance, write_json
 
 
@@ -22,6 +22,12 @@ class ClassifyConfig:
     top_k: int = 3  # labels kept per image (the most probable first)
     min_probability: float = 0.0  # a kept label needs at least this probability (softmax over the vocabulary)
     batch_size: int = 32  # images per encoder pass
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.batch_size < 1:
+            raise ConfigError(f"top_k and batch_size must be at least 1, got {self.top_k} and {self.batch_size}")
+        if not 0 <= self.min_probability <= 1:
+            raise ConfigError(f"min_probability must be in [0, 1], got {self.min_probability}")
 
 
 def classify_folder(images_dir: str | Path, vocabulary: list[str], out: str | Path,
@@ -35,8 +41,6 @@ def classify_folder(images_dir: str | Path, vocabulary: list[str], out: str | Pa
     config = config or ClassifyConfig()
     if not vocabulary:
         raise FreelabelError("the label vocabulary is empty")
-    if config.top_k < 1:
-        raise FreelabelError(f"top_k must be at least 1, got {config.top_k}")
     images_dir, out = Path(images_dir), Path(out)
     clip = load_clip(config.clip)
     names = [str(p) for p in list_images(images_dir)]

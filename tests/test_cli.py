@@ -159,3 +159,20 @@ def test_a_flag_overrides_one_field_of_the_preset_and_the_manifest_records_both(
     assert manifest["preset"]["labeler"] == json.loads(json.dumps(preset.to_dict()["labeler"]))
     expected = preset.labeler.with_overrides(crf_iterations=1).to_dict()
     assert manifest["labeler"] == json.loads(json.dumps(expected)) and manifest["labeler"]["crf"]["iterations"] == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["toy", "scenes", "--seed", "1", "--n", "2", "--size", "8"],
+    ["toy", "scenes", "--seed", "1", "--n", "0"],
+    ["toy", "scenes", "--seed", "1", "--n", "2", "--min-objects", "3", "--max-objects", "2"],
+    ["toy", "clips", "--seed", "1", "--n", "1", "--frames", "0"],
+    ["toy", "train-clip", "--minutes", "1", "--supervised-minutes", "2"],
+    ["toy", "train-clip", "--minutes", "-1"],
+    ["classify", "IMAGES", "--labels", "cat", "--top-k", "0"],
+    ["classify", "IMAGES", "--labels", "cat", "--min-probability", "1.5"],
+], ids=lambda a: " ".join(a[:2] + a[-2:]))
+def test_invalid_toy_and_classify_options_are_one_error_line(tmp_path, args):
+    (tmp_path / "images").mkdir()
+    out = tmp_path / "out"
+    args = [str(tmp_path / "images") if a == "IMAGES" else a for a in args] + ["--out", str(out)]
+    _assert_one_error_line(CliRunner().invoke(main, args), out)

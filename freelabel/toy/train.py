@@ -23,6 +23,7 @@ from open_clip.loss import ClipLoss
 from tqdm import tqdm
 
 from freelabel.clip.loading import TOY_MODEL, LoadedClip
+from freelabel.errors import ConfigError
 from freelabel.io import atomic_path, provenance
 from freelabel.toy.evaluate import class_accuracy, zero_shot_report
 from freelabel.toy.world import CLASS_NAMES, ToyWorldConfig, caption, scenes
@@ -51,11 +52,14 @@ class ToyClipTrainConfig:
     supervised_minutes: float = 3.0  # first part of the budget: the image tower alone learns the 18 classes
 
     def __post_init__(self) -> None:
+        if not self.budget_minutes > 0 or self.pool_size < 1 or self.batch_size < 1:
+            raise ConfigError(f"budget_minutes, pool_size and batch_size must be positive, got {self.budget_minutes}, "
+                              f"{self.pool_size} and {self.batch_size}")
         if not 0 <= self.supervised_minutes < self.budget_minutes:
-            raise ValueError(f"supervised_minutes must be in [0, budget_minutes={self.budget_minutes}) to leave time "
-                             f"for contrastive training, got {self.supervised_minutes}")
+            raise ConfigError(f"supervised_minutes must be in [0, budget_minutes={self.budget_minutes}) to leave time "
+                              f"for contrastive training, got {self.supervised_minutes}")
         if self.supervised_minutes and self.pool_size * self.single_object_fraction < 1:
-            raise ValueError("the supervised phase needs single-object scenes: raise single_object_fraction")
+            raise ConfigError("the supervised phase needs single-object scenes: raise single_object_fraction")
 
 
 def _render_chunk(args: tuple[int, int, int, int | None]) -> tuple[np.ndarray, list[list[str]]]:

@@ -18,6 +18,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from freelabel.errors import ConfigError
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 40, 35),
     "green": (40, 185, 60),
@@ -78,12 +80,14 @@ class ToyWorldConfig:
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
-            raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}")
+            raise ConfigError(f"image_size must be at least 16 pixels, got {self.image_size}")
         if not 1 <= self.min_objects <= self.max_objects <= len(CLASSES):
-            raise ValueError(f"need 1 <= min_objects <= max_objects <= {len(CLASSES)}, got "
-                             f"{self.min_objects}, {self.max_objects}")
+            raise ConfigError(f"need 1 <= min_objects <= max_objects <= {len(CLASSES)}, got "
+                              f"{self.min_objects}, {self.max_objects}")
+        if self.clip_frames < 2:
+            raise ConfigError(f"clip_frames must be at least 2, got {self.clip_frames}")
         if not 0 < self.object_scale[0] <= self.object_scale[1] < 1:
-            raise ValueError(f"object_scale must satisfy 0 < low <= high < 1, got {self.object_scale}")
+            raise ConfigError(f"object_scale must satisfy 0 < low <= high < 1, got {self.object_scale}")
 
 
 @dataclass
