@@ -7,7 +7,8 @@ figure is their mean, min and max. Ablations are the same command with flags: ra
 CRF (`--scales 1 --no-flip --no-crf`) and test-time views without the CRF (`--no-crf`).
 
 `--tune` first refits the shipped preset the way a user fits their own: `freelabel tune` on 400 scenes of the
-validation stream 2001 (30% held out for its report), starting from the library default preset, written to freelabel/pseudo/presets/freelabel-toy.json.
+validation stream 2001 (30% held out for its report), starting from the library default preset, written to
+freelabel/pseudo/presets/freelabel-toy.json.
 
     .venv/bin/python benchmarks/toy_pseudo_masks.py [--tune] [--n 300] [--streams 3000,3001,3002]
 """

@@ -2,9 +2,9 @@
 
 Each stage tries its grid with every other setting held at the best so far and keeps the winner (ties keep the
 earlier candidate, the current settings first): maps (value-value blocks, view scales) -> fusion -> background
-(threshold, sharpness) -> CRF, in rounds (the pipeline's ``rounds``; the first stages chose under the starting
-CRF, the second round re-fits them under the chosen one). Candidates are scored by the one mIoU of ``freelabel evaluate`` (pixels marked
-ignore count as wrong) over the tuning images, whose image-level labels are the classes present in their masks.
+(threshold, sharpness) -> CRF, in rounds (the pipeline's ``rounds``: a second round re-fits the first stages
+under the chosen CRF). Candidates are scored by the one mIoU of ``freelabel evaluate`` (pixels marked ignore count
+as wrong) over the tuning images, whose image-level labels are the classes present in their masks.
 Images are split into chunks scored in parallel worker processes, each loading the CLIP once; a candidate that
 only changes what happens after the image pass reuses the cached image features.
 """
