@@ -65,6 +65,7 @@ def main() -> None:
 
 
 @main.command()
+@_friendly_errors
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
 @click.option("--labels", "vocabulary", required=True,
               help="Candidate labels: a classes.txt, a file with one label per line, or 'a,b,c'.")
@@ -72,7 +73,6 @@ def main() -> None:
 @click.option("--top-k", type=int, help="Labels kept per image.")
 @click.option("--min-probability", type=float, help="A kept label needs at least this probability.")
 @clip_options
-@_friendly_errors
 def classify(images: str, vocabulary: str, out: str, top_k: int | None, min_probability: float | None,
              clip: ClipConfig) -> None:
     """Predict image-level labels for every image below IMAGES over an open vocabulary."""
@@ -140,6 +140,7 @@ def labeler_options(command: Callable) -> Callable:
 
 
 @main.command()
+@_friendly_errors
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
 @click.option("--labels", "labels_spec", required=True,
               help="labels.json / .csv (image -> labels), or one label list for all images ('a,b' or a file).")
@@ -148,7 +149,6 @@ def labeler_options(command: Callable) -> Callable:
 @click.option("--overwrite", is_flag=True, default=None, help="Recompute images that already have a mask.")
 @labeler_options
 @clip_options
-@_friendly_errors
 def generate(images: str, labels_spec: str, out: str, save_scores: bool | None, overwrite: bool | None,
              preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
     """Pseudo-masks for every image below IMAGES from its image-level labels, with the model's preset (or
@@ -163,6 +163,7 @@ def generate(images: str, labels_spec: str, out: str, save_scores: bool | None, 
 
 
 @main.command()
+@_friendly_errors
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
 @click.option("--masks", required=True, type=click.Path(exists=True, file_okay=False),
               help="Hand-labelled masks (same relative paths, .png; 255 = not labelled).")
@@ -174,7 +175,6 @@ def generate(images: str, labels_spec: str, out: str, save_scores: bool | None, 
 @click.option("--rounds", type=int, help="Passes over all stages.")
 @labeler_options
 @clip_options
-@_friendly_errors
 def tune(images: str, masks: str, classes: str, out: str, holdout: float | None, workers: int | None,
          rounds: int | None, preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
     """Fit a preset to a few (20-50) hand-labelled images: a staged grid search on a tuning split, reported on the
@@ -192,6 +192,7 @@ def tune(images: str, masks: str, classes: str, out: str, holdout: float | None,
 
 
 @main.command()
+@_friendly_errors
 @click.option("--pred", required=True, type=click.Path(exists=True, file_okay=False), help="Predicted masks.")
 @click.option("--gt", required=True, type=click.Path(exists=True, file_okay=False), help="Ground-truth masks.")
 @click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -199,7 +200,6 @@ def tune(images: str, masks: str, classes: str, out: str, holdout: float | None,
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
 @click.option("--allow-missing", is_flag=True, default=None,
               help="Score a missing prediction as all-ignore instead of failing.")
-@_friendly_errors
 def evaluate(pred: str, gt: str, classes: str, as_json: bool, allow_missing: bool | None) -> None:
     """The one mIoU (predicted 255 counts as wrong; 255 in the ground truth is ignored), the dense-argmax mIoU from
     saved scores, the ignored fraction, per-class IoU and pixel accuracy."""
@@ -255,12 +255,12 @@ def clips(seed: int, n: int, out: str, world: Any, frames: int | None) -> None:
 
 
 @toy.command("train-clip")
+@_friendly_errors
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for weights and records.")
 @click.option("--minutes", type=float, help="Wall-clock training budget.")
 @click.option("--seed", type=int, help="Training scene stream and torch seed.")
 @click.option("--pool-size", type=int, help="Scenes rendered before training.")
 @click.option("--supervised-minutes", type=float, help="First part of the budget: the image tower learns the classes.")
-@_friendly_errors
 def train_clip(out: str, minutes: float | None, seed: int | None, pool_size: int | None,
                supervised_minutes: float | None) -> None:
     """Train the toy CLIP on toy scenes: a supervised start for the image tower, then contrastively (the committed

@@ -10,6 +10,8 @@ import torch
 import pytest
 
 TEST_MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+# registered here and, through the environment, in every worker process freelabel starts (freelabel.clip.loading)
+os.environ["FREELABEL_MODEL_CONFIGS"] = str(TEST_MODEL_CONFIGS)
 open_clip.add_model_config(TEST_MODEL_CONFIGS)
 TEST_MODELS = sorted(p.stem for p in TEST_MODEL_CONFIGS.glob("*.json"))
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -74,7 +74,7 @@ INVALID_LABELER_OPTIONS = [
     ["--background-threshold", "-0.1"], ["--sharpness", "0"],
     ["--crf-iterations", "0"], ["--crf-window", "4"], ["--crf-downsample", "0"], ["--crf-gaussian-sxy", "0"],
     ["--crf-bilateral-srgb", "-1"], ["--crf-bilateral-compat", "-2"], ["--fusion", "median"],
-    ["--crf-backend", "magic"], ["--surgery-blocks", "many"],
+    ["--crf-backend", "magic"], ["--surgery-blocks", "many"], ["--device", "banana"], ["--device", "cuda:7"],
 ]
 
 

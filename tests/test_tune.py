@@ -21,7 +21,7 @@ def toy(tmp_path_factory):
 
 def _tune(toy, out, **config):
     return tune(toy / "images", toy / "masks", toy / "classes.txt", out,
-                TuneConfig(**{"clip": TINY, "workers": 1, "holdout": 0.34, **config}))
+                TuneConfig(**{"clip": TINY, "workers": 1, "holdout": 0.34, "rounds": 2, **config}))
 
 
 def test_split_holds_out_an_even_spread():
@@ -56,18 +56,19 @@ def test_tune_writes_a_preset_with_a_held_out_report_and_resumes(toy, tmp_path):
     source = preset.source
     assert read_preset(tmp_path / "p.json").labeler == preset.labeler
     assert source["data"]["tuning_images"] == 4 and source["data"]["heldout_images"] == 2
-    assert source["data"]["seed"] == 11 and set(source["stages"]) == set(stage_grids(2))
+    assert source["data"]["seed"] == 11
+    assert set(source["stages"]) == {*stage_grids(2), *(f"{n}@2" for n in stage_grids(2))}
     for scores in (source["tuning"], source["heldout"]["start"], source["heldout"]["tuned"]):
         assert 0 <= scores["miou"] <= scores["dense_miou"] + 1e-9 <= 1 and 0 <= scores["ignored_fraction"] <= 1
-    # a run killed after the background stage resumes with the CRF stage only and ends the same
+    # a run killed after the second round's background stage resumes with its CRF stage only and ends the same
     progress_path = tmp_path / "p.json.progress.json"
     progress = json.loads(progress_path.read_text())
-    del progress["stages"]["crf"]
-    progress["stages"]["background"]["top"] = "kept as it was"  # proves the finished stage is not rerun
+    del progress["stages"]["crf@2"]
+    progress["stages"]["background@2"]["top"] = "kept as it was"  # proves the finished stage is not rerun
     progress_path.write_text(json.dumps(progress))
     again = _tune(toy, tmp_path / "p.json")
     assert again.labeler == preset.labeler
-    assert json.loads(progress_path.read_text())["stages"]["background"]["top"] == "kept as it was"
+    assert json.loads(progress_path.read_text())["stages"]["background@2"]["top"] == "kept as it was"
     with pytest.raises(FreelabelError, match="other inputs"):
         _tune(toy, tmp_path / "p.json", overrides={"sharpness": 3.0})
 
@@ -82,3 +83,17 @@ def test_parallel_workers_score_like_one(toy, tmp_path):
     one = _tune(toy, tmp_path / "one.json")
     two = _tune(toy, tmp_path / "two.json", workers=2)
     assert one.labeler == two.labeler and one.source["heldout"] == two.source["heldout"]
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_load_the_model_fails_the_search_instead_of_hanging(toy):
+    from freelabel.clip.loading import UnknownModelError
+    from freelabel.pipelines.tune import labelled_images
+    from freelabel.pseudo.tune import ParallelScorer
+    from freelabel.io import read_classes
+
+    classes = read_classes(toy / "classes.txt")
+    images = [item for _, item in labelled_images(toy / "images", toy / "masks", classes)]
+    with ParallelScorer(ClipConfig("no-such-model", "random"), workers=2) as scorer:
+        with pytest.raises(UnknownModelError):
+            scorer.score([LabelerConfig()], images, classes)

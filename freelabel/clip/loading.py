@@ -9,6 +9,10 @@ Weights come from one of:
 safetensors files are preferred; pickled checkpoints are read only with ``torch.load(weights_only=True)``.
 Missing weights in offline mode raise ``WeightsNotFoundError``, whose message says what was looked for and
 which file to place where.
+
+A pretrained tag also fixes how the model is built and fed: open_clip's ``get_pretrained_cfg`` gives its
+``quick_gelu`` flag and its image preprocessing (mean, std, interpolation, resize mode). The model is built with
+both, though freelabel finds the weights itself; hub and folder models take theirs from ``open_clip_config.json``.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.pretrained import download_pretrained_from_url, get_pretrained_cfg, list_pretrained_tags_by_model
+from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+from PIL import Image
 
-from freelabel.errors import FreelabelError
+from freelabel.errors import ConfigError, FreelabelError
+from freelabel.io.images import check_rgb
 
 MODEL_CONFIG_DIR = Path(__file__).parents[1] / "model_configs"
 BUNDLED_WEIGHTS_DIR = Path(__file__).parents[1] / "toy" / "weights"
@@ -34,7 +41,11 @@ TOY_MODEL = "freelabel-toy"
 # Models whose weights ship inside the package: name -> (pretrained tag, file).
 BUNDLED: dict[str, tuple[str, Path]] = {TOY_MODEL: ("freelabel", BUNDLED_WEIGHTS_DIR / "freelabel-toy.safetensors")}
 RANDOM_INIT = "random"  # the pretrained value that asks for random initialisation (speed benchmarks, tests)
+RANDOM_INIT_SEED = 0  # torch seed of a random initialisation
 CACHE_ENV = "FREELABEL_CACHE_DIR"
+# Folders of extra open_clip model configs (JSON, as open_clip's own), separated by os.pathsep; registered at import,
+# so that worker processes know a custom architecture too.
+MODEL_CONFIGS_ENV = "FREELABEL_MODEL_CONFIGS"
 OFFLINE_ENV = "FREELABEL_OFFLINE"
 HF_CONFIG_NAME = "open_clip_config.json"
 # Checkpoint names in an open_clip folder or hub repo, most preferred first.
@@ -42,6 +53,8 @@ CHECKPOINT_NAMES = ("open_clip_model.safetensors", "model.safetensors", "open_cl
                     "pytorch_model.bin", "open_clip_pytorch_model.pth", "model.pth")
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
+for _folder in filter(None, os.environ.get(MODEL_CONFIGS_ENV, "").split(os.pathsep)):
+    open_clip.add_model_config(_folder)
 
 # CLIP's prompt ensemble, shortened to the templates that carry most of its gain.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -59,6 +72,14 @@ TEXT_BATCH = 512  # prompts per text-tower pass when many labels are encoded at 
 MODEL_TEMPLATES: dict[str, tuple[str, ...]] = {
     TOY_MODEL: ("a photo of a {}.", "a picture of a {}.", "a {}.", "an image with a {}."),
 }
+# Image preprocessing of models that no open_clip tag describes, over open_clip's defaults (which are bicubic and
+# 'shortest'). The toy was trained on renders drawn at its input size, and has always been evaluated with
+# bilinear squashing; open_clip's model configs cannot hold this (every key there goes to the model's constructor).
+MODEL_PREPROCESS: dict[str, dict[str, str]] = {
+    TOY_MODEL: {"interpolation": "bilinear", "resize_mode": "squash"},
+}
+INTERPOLATIONS = ("bicubic", "bilinear")
+RESIZE_MODES = ("shortest", "squash", "longest")
 
 
 class WeightsNotFoundError(FreelabelError, FileNotFoundError):
@@ -90,6 +111,21 @@ class ClipConfig:
     cache_dir: str | None = None  # weight cache; None = $FREELABEL_CACHE_DIR, else the hub's and open_clip's own
     offline: bool | None = None  # never download; None = $FREELABEL_OFFLINE or $HF_HUB_OFFLINE
 
+    def __post_init__(self) -> None:
+        check_device(self.device)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device named by ``device``; ``ConfigError`` for a malformed name or a CUDA device this machine
+    does not have."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use e.g. cpu, cuda or cuda:1") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {device!r} is not available here (CUDA devices: {torch.cuda.device_count()})")
+    return parsed
+
 
 @dataclass
 class ClipSource:
@@ -98,41 +134,59 @@ class ClipSource:
     open_clip_name: str  # name handed to open_clip.create_model: a registry name or ``local-dir:<path>``
     checkpoint: Path | None  # weights file to load; None for random initialisation
     description: str  # what the user asked for, for messages and manifests
+    tag: str | None = None  # the open_clip pretrained tag whose build and preprocessing settings apply, if any
 
 
 @dataclass
 class LoadedClip:
     """A CLIP model ready for inference, with what is needed to feed it.
 
-    model: the open_clip model in eval mode. tokenizer: open_clip's tokenizer for it. mean, std: per-channel
-    normalisation of RGB in [0, 1]. image_size: (H, W) the model was trained at. templates: prompt templates.
+    The preprocessing fields are those of the model's pretrained tag (or ``open_clip_config.json``), else
+    open_clip's defaults, with ``MODEL_PREPROCESS`` on top for freelabel's own models.
     """
 
-    model: torch.nn.Module
-    tokenizer: object
-    name: str
-    pretrained: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    image_size: tuple[int, int]
-    templates: tuple[str, ...]
+    model: torch.nn.Module  # the open_clip model, in eval mode
+    tokenizer: object  # open_clip's tokenizer for it: list of str -> (N, context_length) int64
+    name: str  # the model name asked for
+    pretrained: str  # where the weights came from, for messages and manifests
+    mean: tuple[float, float, float]  # per-channel mean subtracted from RGB in [0, 1]
+    std: tuple[float, float, float]  # per-channel std that RGB in [0, 1] is divided by, after the mean
+    image_size: tuple[int, int]  # (H, W) the model was trained at
+    templates: tuple[str, ...]  # prompt templates, each with one '{}' for the label
+    interpolation: str = "bicubic"  # resampling filter of every resize below: 'bicubic' or 'bilinear'
+    # How whole images become image_size (open_clip's eval transform): 'shortest' scales the shorter side to fit
+    # and centre-crops, 'squash' scales each side to fit (aspect ratio lost), 'longest' scales the longer side to
+    # fit and pads the rest with black.
+    resize_mode: str = "shortest"
     _text_cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
 
     @classmethod
     def from_model(cls, net: torch.nn.Module, name: str, pretrained: str, open_clip_name: str | None = None
                    ) -> "LoadedClip":
-        """Wrap an open_clip model (put in eval mode) made by ``open_clip.create_model(open_clip_name or name)``."""
-        preprocess = open_clip.get_model_preprocess_cfg(net)
-        size = preprocess.get("size", net.visual.image_size)
+        """Wrap an open_clip model (put in eval mode) made by ``open_clip.create_model(open_clip_name or name)``,
+        with the preprocessing open_clip attached to it (see the class docstring)."""
+        cfg = PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(size=net.visual.image_size),
+                                                    {**open_clip.get_model_preprocess_cfg(net),
+                                                     **MODEL_PREPROCESS.get(name, {})}))
+        size = cfg.size
         return cls(
             model=net.eval(),
             tokenizer=open_clip.get_tokenizer(open_clip_name or name),
             name=name,
             pretrained=pretrained,
-            mean=tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-            std=tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),
+            mean=tuple(float(v) for v in cfg.mean),
+            std=tuple(float(v) for v in cfg.std),
             image_size=(size, size) if isinstance(size, int) else tuple(size),
             templates=MODEL_TEMPLATES.get(name, DEFAULT_TEMPLATES),
+            # open_clip evaluates its training-only 'random' interpolation as bicubic
+            interpolation="bilinear" if cfg.interpolation == "bilinear" else "bicubic",
+            resize_mode=cfg.resize_mode,
         )
 
     @property
@@ -141,30 +195,50 @@ class LoadedClip:
 
     def images_to_tensor(self, images: np.ndarray | Sequence[np.ndarray], size: tuple[int, int] | None = None
                          ) -> torch.Tensor:
-        """Normalise RGB images for the model.
+        """Normalise RGB images for the model, resizing each to exactly ``size`` (no cropping).
 
         images: (N, H, W, 3) uint8, or a list of (H, W, 3) uint8 arrays (sizes may differ). size: (H, W) to
-        resize each to (bilinear, antialiased); by default the model's own image size. Returns (N, 3, H', W')
-        float32 on the model's device.
+        resize each to, with the model's interpolation (antialiased); by default the model's own image size.
+        Returns (N, 3, H', W') float32 on the model's device: RGB in [0, 1], then ``(x - mean) / std``.
         """
         size = tuple(size or self.image_size)
         mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
         tensors = []
         for image in images:
-            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"expected (H, W, 3) uint8 images, got shape {image.shape} dtype {image.dtype}")
+            check_rgb(image)
             x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255
             if tuple(x.shape[-2:]) != size:
-                x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+                x = F.interpolate(x, size=size, mode=self.interpolation, antialias=True, align_corners=False)
+                # bicubic overshoots at edges; the models saw uint8 images resized by PIL, which clips to [0, 255]
+                x = x.clamp_(0, 1)
             tensors.append(x)
         if not tensors:
             raise ValueError("no images given")
         return (torch.cat(tensors) - mean) / std
 
+    def whole_images_to_tensor(self, images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+        """Prepare whole images as open_clip's eval transform does for this model: resize per ``resize_mode``
+        with ``interpolation`` (PIL), centre-crop or pad to ``image_size``, normalise.
+
+        images: (N, H, W, 3) uint8, or a list of (H, W, 3) uint8 arrays (sizes may differ). Returns
+        (N, 3, *image_size) float32 on the model's device: RGB in [0, 1], then ``(x - mean) / std``.
+        """
+        transform = image_transform_v2(
+            PreprocessCfg(size=self.image_size, mean=self.mean, std=self.std, interpolation=self.interpolation,
+                          resize_mode=self.resize_mode), is_train=False)
+        tensors = []
+        for image in images:
+            check_rgb(image)
+            tensors.append(transform(Image.fromarray(np.ascontiguousarray(image))))
+        if not tensors:
+            raise ValueError("no images given")
+        return torch.stack(tensors).to(self.device)
+
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Global image embeddings: images (N, 3, H, W) from ``images_to_tensor`` -> (N, D) float32, unit norm."""
+        """Global image embeddings: images (N, 3, H, W) from ``images_to_tensor`` or ``whole_images_to_tensor``
+        -> (N, D) float32, unit norm."""
         return F.normalize(self.model.encode_image(images).float(), dim=-1)
 
     @torch.no_grad()
@@ -326,7 +400,8 @@ def resolve_source(model: str, pretrained: str | None = None, cache_dir: str | o
                                     f"checkpoint file, or '{RANDOM_INIT}' for random weights.")
         pretrained = tags[0]
     if pretrained in tags:
-        return ClipSource(model, _tag_checkpoint(model, pretrained, cache, offline), f"{model}:{pretrained}")
+        return ClipSource(model, _tag_checkpoint(model, pretrained, cache, offline), f"{model}:{pretrained}",
+                          tag=pretrained)
     path = Path(pretrained)
     if path.is_dir():
         checkpoint = _checkpoint_in_dir(path)
@@ -390,6 +465,21 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike, description: s
     model.load_state_dict(state)
 
 
+def _tag_build_options(name: str, tag: str | None) -> dict:
+    """Keyword arguments for ``open_clip.create_model(name, pretrained=None)`` that build and describe the model
+    as a load of pretrained tag ``tag`` would; none without a tag (the model config's defaults then hold)."""
+    if tag is None:
+        return {}
+    cfg = get_pretrained_cfg(name, tag)
+    # create_model(pretrained=tag) merges the tag's preprocessing the same way; the input size always follows the
+    # built model there, so the tag's is left out here too
+    preprocess = {key: value for key, value in merge_preprocess_dict({}, cfg).items() if key != "size"}
+    # create_model(pretrained=tag) only warns when the tag was trained with QuickGELU and the model config lacks
+    # it, but with plain GELU the pretrained features are damaged (open_clip issue 771); a tag without the flag
+    # leaves the model config's choice, as open_clip does
+    return {"force_quick_gelu": bool(cfg.get("quick_gelu", False)), "force_preprocess_cfg": preprocess}
+
+
 class _WeightsFollowFilter(logging.Filter):
     """Drops open_clip's "initialized randomly" warning when freelabel loads the weights right after."""
 
@@ -402,6 +492,9 @@ def load_clip(model: str | ClipConfig = "ViT-B-16", pretrained: str | None = Non
               offline: bool | None = None) -> LoadedClip:
     """Build a CLIP model from open_clip's registry and load its weights (see ``resolve_source``).
 
+    A pretrained tag's preprocessing applies as in ``open_clip.create_model_and_transforms``, and so does its
+    QuickGELU flag (which open_clip itself only warns about); hub and folder models take theirs from their
+    ``open_clip_config.json``; a checkpoint file given for a registry name has no tag: the config's defaults hold.
     model: a model name, or a ``ClipConfig`` (then the other arguments are ignored).
     Returns a ``LoadedClip`` in eval mode on ``device``.
     """
@@ -413,11 +506,15 @@ def load_clip(model: str | ClipConfig = "ViT-B-16", pretrained: str | None = Non
     if quiet:
         logging.getLogger().addFilter(quiet)
     try:
-        net = open_clip.create_model(source.open_clip_name, pretrained=None, load_weights=False, device="cpu",
-                                     cache_dir=default_cache_dir(cache_dir))
+        # random initialisation is seeded, so every process (tune's workers, a resumed run) builds the same model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            net = open_clip.create_model(source.open_clip_name, pretrained=None, load_weights=False, device="cpu",
+                                         cache_dir=default_cache_dir(cache_dir),
+                                         **_tag_build_options(source.open_clip_name, source.tag))
     finally:
         if quiet:
             logging.getLogger().removeFilter(quiet)
     if source.checkpoint is not None:
         load_weights(net, source.checkpoint, source.description)
-    return LoadedClip.from_model(net.to(device), model, source.description, source.open_clip_name)
+    return LoadedClip.from_model(net.to(check_device(device)), model, source.description, source.open_clip_name)

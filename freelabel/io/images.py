@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from freelabel.errors import FreelabelError
 from freelabel.io.files import atomic_path
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Images with more pixels are refused before they are decoded (decompression bombs); a 100-megapixel photo is read.
+MAX_PIXELS = 100_000_000
 
 
 class ImageReadError(FreelabelError):
@@ -30,16 +32,41 @@ def check_rgb(image: object) -> np.ndarray:
     return image
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB (alpha dropped, greyscale expanded).
+def read_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB, as viewers show it.
 
-    Raises ``ImageReadError`` naming the file when it is missing, truncated or not an image.
+    EXIF orientation is applied; greyscale, palette, CMYK and images with alpha become RGB (alpha dropped);
+    16-bit images are scaled to 8 bits (/257) and float images from [0, 1] (or clipped to [0, 255] when their
+    values exceed 1). Images of more than ``max_pixels`` pixels (None: no limit) are refused from their header,
+    before any decoding. Raises ``ImageReadError`` naming the file for any of that and for a missing, truncated or
+    undecodable file.
     """
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, ValueError) as error:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageReadError(f"cannot read image {path}: {width}x{height} is {width * height:,} pixels, more "
+                                     f"than the limit of {max_pixels:,} (--max-pixels)")
+            return _to_rgb(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError as error:
         raise ImageReadError(f"cannot read image {path}: {error}") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+        raise ImageReadError(f"cannot read image {path}: {error}") from None
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """A decoded PIL image of any mode -> (H, W, 3) uint8."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # one channel wider than 8 bits
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16"):
+            values = values / 257
+        elif image.mode == "F" and values.size and np.nanmax(values) <= 1:
+            values = values * 255
+        grey = np.clip(np.nan_to_num(values), 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL converts palette transparency through RGBA
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:

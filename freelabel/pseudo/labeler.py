@@ -82,7 +82,7 @@ class Labeler:
         base = config.input_size or min(self.clip.image_size)
         views = plan_views(height, width, base, config.scales, config.flip, self.encoder.patch_size, config.window)
         tensor = self.clip.images_to_tensor([image], size=(height, width))[0]
-        crops = view_crops(tensor, views)
+        crops = view_crops(tensor, views, self.clip.interpolation)
         self._features = []
         if self.config.method == "relevance":  # gradients depend on the label: keep only the inputs
             self._features = [_ViewFeatures(view, crop, None, None) for view, crop in zip(views, crops)]

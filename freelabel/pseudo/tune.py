@@ -96,14 +96,17 @@ def scores_from_counts(counts: dict[str, np.ndarray]) -> dict[str, float]:
             "ignored_fraction": round(mask.ignored_fraction(), 4)}
 
 
-# One CLIP per worker process, loaded by the pool's initializer.
-_worker_clip: LoadedClip | None = None
+# One CLIP per worker process, loaded by its first task: an error there reaches the caller through the task's
+# result (a failing pool initializer would instead be retried forever).
+_worker_clip: tuple[ClipConfig, LoadedClip] | None = None
 
 
-def _init_worker(clip: ClipConfig) -> None:
+def _clip_in_worker(clip: ClipConfig) -> LoadedClip:
     global _worker_clip
-    torch.set_num_threads(1)  # one core per worker process
-    _worker_clip = load_clip(clip)
+    if _worker_clip is None or _worker_clip[0] != clip:
+        torch.set_num_threads(1)  # one core per worker process
+        _worker_clip = (clip, load_clip(clip))
+    return _worker_clip[1]
 
 
 def _labeler_cache(clip: LoadedClip) -> Callable[[LabelerConfig], Labeler]:
@@ -118,9 +121,9 @@ def _labeler_cache(clip: LoadedClip) -> Callable[[LabelerConfig], Labeler]:
     return labeler_for
 
 
-def _score_chunk(task: tuple[list[LabelerConfig], list[LabelledImage], list[str]]) -> tuple[int, list]:
-    configs, images, classes = task
-    return len(images), score_images(_labeler_cache(_worker_clip), configs, images, classes)
+def _score_chunk(task: tuple[ClipConfig, list[LabelerConfig], list[LabelledImage], list[str]]) -> tuple[int, list]:
+    clip, configs, images, classes = task
+    return len(images), score_images(_labeler_cache(_clip_in_worker(clip)), configs, images, classes)
 
 
 class ParallelScorer:
@@ -129,18 +132,14 @@ class ParallelScorer:
     def __init__(self, clip: ClipConfig, workers: int, chunk: int = 8):
         if workers < 1 or chunk < 1:
             raise ConfigError(f"workers and chunk must be at least 1, got {workers} and {chunk}")
-        self.chunk = chunk
-        self._pool = None
-        if workers == 1:
-            _init_worker(clip)
-        else:
-            self._pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (clip,))
+        self.clip, self.chunk = clip, chunk
+        self._pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
 
     def score(self, configs: Sequence[LabelerConfig], images: Sequence[LabelledImage], classes: Sequence[str],
               progress: Callable[[int], None] = lambda n: None) -> list[dict[str, np.ndarray]]:
         """Summed confusion counts per config (see ``score_images``); ``progress(n)`` after each chunk of n
         images."""
-        tasks = [(list(configs), list(images[i:i + self.chunk]), list(classes))
+        tasks = [(self.clip, list(configs), list(images[i:i + self.chunk]), list(classes))
                  for i in range(0, len(images), self.chunk)]
         results: Iterator = (self._pool.imap_unordered(_score_chunk, tasks) if self._pool
                              else map(_score_chunk, tasks))

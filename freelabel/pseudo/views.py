@@ -57,14 +57,15 @@ def plan_views(height: int, width: int, base_size: int, scales: tuple[float, ...
     return views
 
 
-def view_crops(image: torch.Tensor, views: list[View]) -> list[torch.Tensor]:
-    """image: (3, H, W) normalised float. Returns each view's crops, (n_crops, 3, window_h, window_w) per view;
-    views of one size (a view and its flip) share a single resize."""
+def view_crops(image: torch.Tensor, views: list[View], interpolation: str = "bilinear") -> list[torch.Tensor]:
+    """image: (3, H, W) normalised float. Returns each view's crops, (n_crops, 3, window_h, window_w) per view,
+    resized with ``interpolation`` ("bilinear" or "bicubic", antialiased: the model's own preprocessing); views of
+    one size (a view and its flip) share a single resize."""
     resized: dict[tuple[int, int], torch.Tensor] = {}
     out = []
     for view in views:
         if view.size not in resized:
-            resized[view.size] = F.interpolate(image[None], size=view.size, mode="bilinear", antialias=True,
+            resized[view.size] = F.interpolate(image[None], size=view.size, mode=interpolation, antialias=True,
                                                align_corners=False)[0]
         x = resized[view.size].flip(-1) if view.flip else resized[view.size]
         wh, ww = view.window
