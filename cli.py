@@ -146,20 +146,27 @@ def labeler_options(command: Callable) -> Callable:
               help="labels.json / .csv (image -> labels), or one label list for all images ('a,b' or a file).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
 @click.option("--save-scores", is_flag=True, default=None, help="Also save float16 probabilities per image.")
-@click.option("--overwrite", is_flag=True, default=None, help="Recompute images that already have a mask.")
+@click.option("--overwrite", is_flag=True, default=None,
+              help="Redo every image; needed to reuse a folder with other labels or settings.")
+@click.option("--max-pixels", type=int, help="Refuse larger images unread (decompression bombs).")
 @labeler_options
 @clip_options
 def generate(images: str, labels_spec: str, out: str, save_scores: bool | None, overwrite: bool | None,
-             preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
+             max_pixels: int | None, preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
     """Pseudo-masks for every image below IMAGES from its image-level labels, with the model's preset (or
-    --preset) and any single setting overridden by its flag."""
-    from freelabel.pipelines.generate import GenerateConfig, generate as run
+    --preset) and any single setting overridden by its flag. Exit code 0: every image done; 1: some images failed
+    (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
+    from freelabel.pipelines.generate import ERRORS, GenerateConfig, generate as run
 
     config = GenerateConfig(clip=clip, preset=preset, overrides=overrides,
-                            **_given(save_scores=save_scores, overwrite=overwrite))
+                            **_given(save_scores=save_scores, overwrite=overwrite, max_pixels=max_pixels))
     summary = run(images, labels_spec, out, config)["summary"]
-    click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {summary['failed']} failed "
-               f"in {summary['seconds']} s (+ {summary['text_seconds']} s encoding labels) -> {out}")
+    failed = summary["failed"]
+    click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {failed} failed "
+               f"in {summary['seconds']} s (+ {summary['text_seconds']} s encoding labels) -> {out}"
+               + (f"; failures in {Path(out) / ERRORS}" if failed else ""))
+    if failed:
+        raise SystemExit(1)
 
 
 @main.command()

@@ -1,25 +1,34 @@
-"""``freelabel generate``: pseudo-masks for a folder of images from image-level labels."""
+"""``freelabel generate``: pseudo-masks for a folder of images from image-level labels.
+
+One output folder is one job. Before the first mask, the folder is bound to its label index and the settings that
+shape masks (``job.json``, beside ``classes.txt``); a rerun with other labels or settings is refused unless
+``overwrite``. Each finished image is appended to ``journal.jsonl`` as it finishes (an entry is never lost to a
+kill); ``manifest.json`` and ``errors.jsonl`` are rebuilt from it. An image counts as done when its journal entry
+says so and all of its outputs exist, so a killed run resumes to the outputs an uninterrupted run writes.
+"""
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from freelabel.clip.loading import ClipConfig, load_clip
-from freelabel.errors import FreelabelError
-from freelabel.io.files import provenance, read_json, write_json
-from freelabel.io.images import list_images
-from freelabel.io.labels import read_image_labels, write_classes
+from freelabel.errors import ConfigError, FreelabelError
+from freelabel.io.files import append_jsonl, provenance, read_json, read_jsonl, write_json, write_text
+from freelabel.io.images import MAX_PIXELS, list_images
+from freelabel.io.labels import LabelError, check_label, read_image_labels, write_classes
 from freelabel.io.masks import IGNORE_INDEX
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import resolve_preset
 from freelabel.run.job import ImageJob
 from freelabel.run.local import run_local
 
-MANIFEST = "manifest.json"
-MANIFEST_EVERY = 50  # images between manifest saves
+JOB, JOURNAL, MANIFEST, ERRORS = "job.json", "journal.jsonl", "manifest.json", "errors.jsonl"
+MANIFEST_EVERY = 50  # images between manifest rebuilds while running
 
 
 @dataclass
@@ -27,82 +36,157 @@ class GenerateConfig:
     """Everything that decides the pseudo-masks; saved in the manifest beside them."""
 
     clip: ClipConfig = field(default_factory=ClipConfig)  # which CLIP computes the maps
-    preset: str | None = None  # preset file; None = the model's own preset (freelabel.pseudo.preset)
+    preset: str | None = None  # preset file or "default"; None = the model's own preset (freelabel.pseudo.preset)
     overrides: dict[str, Any] = field(default_factory=dict)  # labeler fields set on top of the preset
     save_scores: bool = False  # also write float16 probabilities per image to scores/<image>.npz
-    overwrite: bool = False  # recompute images whose mask already exists
+    overwrite: bool = False  # redo every image, and rebind the folder to new labels or settings
+    max_pixels: int | None = MAX_PIXELS  # larger images are refused unread (decompression bombs); None = no limit
+
+    def __post_init__(self) -> None:
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
 
 
-def _class_index(labels: dict[str, list[str]] | list[str]) -> list[str]:
-    names = labels if isinstance(labels, list) else [n for v in labels.values() for n in v]
-    return ["background", *dict.fromkeys(n for n in names if n != "background")]
+@dataclass
+class _Inputs:
+    """The images and their checked labels."""
+
+    labels: dict[str, tuple[str, ...]]  # image -> its labels, for images that can be labelled
+    problems: dict[str, dict[str, str]]  # image -> {"stage": "labels", "reason": ...}: labels that cannot be used
+    unlabelled: list[str]  # images the label file names no labels for
+    classes: list[str]  # the global class index: background, then labels in order of first appearance
 
 
-def generate(images_dir: str | Path, labels_spec: str, out: str | Path,
-             config: GenerateConfig | None = None) -> dict:
+def _inputs(images_dir: Path, labels_spec: str) -> _Inputs:
+    """Read the label file and list the images; file-level problems raise, per-image ones are collected."""
+    spec = read_image_labels(labels_spec)
+    names = [str(p) for p in list_images(images_dir)]
+    if not names:
+        raise FreelabelError(f"no images found below {images_dir}")
+    targets = Counter(str(Path(name).with_suffix("")) for name in names)
+    clashes = sorted(name for name in names if targets[str(Path(name).with_suffix(""))] > 1)
+    if clashes:
+        raise FreelabelError(f"{len(clashes)} images would write the same mask ({', '.join(clashes[:4])}"
+                             f"{', ...' if len(clashes) > 4 else ''}): rename them so that names differ in more "
+                             "than the extension")
+    if isinstance(spec, list):
+        try:  # one label list for every image: a bad label is the input's mistake, not one image's
+            shared = tuple(dict.fromkeys(check_label(label) for label in spec))
+        except LabelError as error:
+            raise FreelabelError(f"{labels_spec}: {error}") from None
+    elif not set(spec) & set(names):
+        example = next(iter(spec), "")
+        raise FreelabelError(f"none of the images named in {labels_spec} is below {images_dir} (e.g. {example!r}); "
+                             "keys must be paths relative to the image folder")
+    labels, problems, unlabelled = {}, {}, []
+    for name in names:
+        given = shared if isinstance(spec, list) else spec.get(name, [])
+        try:
+            checked = tuple(dict.fromkeys(check_label(label) for label in given))
+        except LabelError as error:
+            problems[name] = {"stage": "labels", "reason": f"{name}: {error}"}
+            continue
+        if checked:
+            labels[name] = checked
+        else:
+            unlabelled.append(name)
+    classes = ["background", *dict.fromkeys(label for image_labels in labels.values() for label in image_labels)]
+    if len(classes) > IGNORE_INDEX:
+        raise FreelabelError(f"{len(classes) - 1} distinct labels do not fit 8-bit masks (at most {IGNORE_INDEX - 1})")
+    return _Inputs(labels, problems, unlabelled, classes)
+
+
+def _bind(out: Path, binding: dict[str, Any], overwrite: bool) -> bool:
+    """Check ``out`` against the job it is bound to. Returns whether the binding must be (re)written; raises when
+    the folder belongs to another job and ``overwrite`` is off."""
+    if not (out / JOB).is_file():
+        return True
+    previous = read_json(out / JOB)
+    if previous == binding:
+        return overwrite
+    if overwrite:
+        return True
+    what = [key for key in ("classes", "settings") if previous.get(key) != binding[key]]
+    raise FreelabelError(f"{out} holds masks of another job (its {' and '.join(what) or 'binding'} differ; see "
+                         f"{out / JOB}). Use a new --out folder, or --overwrite to redo every image with the new ones.")
+
+
+def _clean_stray_files(out: Path) -> int:
+    """Remove the temporary files of writes a kill interrupted (see ``atomic_path``); returns how many."""
+    stray = [p for p in out.rglob(".*.tmp*") if p.is_file()]
+    for path in stray:
+        path.unlink()
+    return len(stray)
+
+
+def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: GenerateConfig | None = None
+             ) -> dict:
     """Write one palette PNG per image to ``out`` (same relative path, ``.png``), ``classes.txt`` (the global
-    label index: 0 background, then labels in order of first appearance), optional ``scores/*.npz`` and
-    ``manifest.json`` (config, preset, final labeler settings, model, versions, per-image status).
+    label index: 0 background, then labels in order of first appearance), optional ``scores/*.npz``,
+    ``job.json`` (what the folder is bound to), ``journal.jsonl``, ``manifest.json`` (config, preset, final labeler
+    settings, model, versions, per-image status) and ``errors.jsonl`` (one object per failed image: path, stage,
+    message).
 
-    Settings come from the model's preset (or ``config.preset``) with ``config.overrides`` on top; all are
-    validated before the model loads. Masks already present are kept unless ``overwrite``; every write is
-    atomic, so a killed run resumes where it stopped. Unreadable images and images without labels are reported
-    in the manifest and skipped. Returns the manifest.
+    Settings come from the model's preset (or ``config.preset``) with ``config.overrides`` on top. Everything that
+    can be checked before the model loads is (settings, label file, image names); a problem with one image (its
+    labels, its file) fails that image only. Returns the manifest, whose ``summary`` counts done, skipped and
+    failed images.
     """
     config = config or GenerateConfig()
     images_dir, out = Path(images_dir), Path(out)
     preset, labeler_config = resolve_preset(config.clip.model, config.preset, config.overrides)
-    image_labels = read_image_labels(labels_spec)
-    classes = _class_index(image_labels)
-    if len(classes) > IGNORE_INDEX:
-        raise FreelabelError(f"{len(classes) - 1} distinct labels do not fit 8-bit masks (at most {IGNORE_INDEX - 1})")
-    names = [str(p) for p in list_images(images_dir)]
-    if not names:
-        raise FreelabelError(f"no images found below {images_dir}")
-    if isinstance(image_labels, dict):
-        unknown = sorted(set(image_labels) - set(names))
-        if unknown and len(unknown) == len(image_labels):
-            raise FreelabelError(f"none of the images named in {labels_spec} is below {images_dir} "
-                                 f"(e.g. {unknown[0]!r}); keys must be paths relative to the image folder")
-    manifest_path = out / MANIFEST
-    previous = read_json(manifest_path) if manifest_path.is_file() else {}
-    if previous and previous.get("classes") != classes:
-        raise FreelabelError(f"{out} holds masks made with another label index; use a new --out folder")
-    status: dict[str, dict] = dict(previous.get("images", {}))
+    inputs = _inputs(images_dir, labels_spec)
+    binding = json.loads(json.dumps({"classes": inputs.classes, "settings": {  # as it reads back from job.json
+        "model": config.clip.model, "pretrained": config.clip.pretrained, "labeler": labeler_config.to_dict(),
+        "save_scores": config.save_scores, "max_pixels": config.max_pixels}}))
+    rebind = _bind(out, binding, config.overwrite)
     clip = load_clip(config.clip)
     labeler = Labeler(clip, config=labeler_config)
-    write_classes(out / "classes.txt", classes)
-    manifest = {"config": asdict(config), "preset": preset.to_dict(), "labeler": labeler_config.to_dict(),
-                "model": clip.pretrained, "images_dir": str(images_dir), "labels": labels_spec, "classes": classes,
-                **provenance(), "images": status}
-    done, skipped, failed = 0, 0, 0
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_stray_files(out)
+    if rebind:
+        (out / JOURNAL).unlink(missing_ok=True)  # entries of another job, or of images to redo
+        write_classes(out / "classes.txt", inputs.classes)
+        write_json(out / JOB, binding)
+    finished = {entry["image"]: entry for entry in read_jsonl(out / JOURNAL)}
 
-    def labels_of(name: str) -> list[str]:
-        return image_labels if isinstance(image_labels, list) else image_labels.get(name, [])
-
-    jobs = []
-    for name in names:
-        mask_path = out / Path(name).with_suffix(".png")
-        if mask_path.is_file() and not config.overwrite:
-            skipped += 1
-        elif not labels_of(name):
-            status[name] = {"status": "skipped", "reason": "no labels for this image"}
+    jobs, skipped = [], 0
+    for name, labels in inputs.labels.items():
+        job = ImageJob(name, images_dir / name, labels, out / Path(name).with_suffix(".png"),
+                       out / "scores" / Path(name).with_suffix(".npz") if config.save_scores else None)
+        if finished.get(name, {}).get("status") == "done" and all(p.is_file() for p in job.outputs()):
             skipped += 1
         else:
-            scores_path = out / "scores" / Path(name).with_suffix(".npz") if config.save_scores else None
-            jobs.append(ImageJob(name, images_dir / name, tuple(labels_of(name)), mask_path, scores_path))
+            jobs.append(job)
+    manifest = {"config": asdict(config), "preset": preset.to_dict(), "labeler": labeler_config.to_dict(),
+                "model": clip.pretrained, "images_dir": str(images_dir), "labels": labels_spec,
+                "classes": inputs.classes, **provenance()}
     started = time.monotonic()
     # the labels still needed, in batches, once (a resumed run does not re-encode a finished vocabulary)
     labeler.prepare_labels(list(dict.fromkeys(label for job in jobs for label in job.labels)))
     text_seconds = time.monotonic() - started
     started = time.monotonic()
-    for job, entry in run_local(labeler, jobs, classes):
-        status[job.name] = entry
-        done += entry["status"] == "done"
-        failed += entry["status"] == "failed"
-        if done and done % MANIFEST_EVERY == 0:
-            write_json(manifest_path, manifest)
-    manifest["summary"] = {"done": done, "skipped": skipped, "failed": failed,
+    counts = Counter()
+    for job, entry in run_local(labeler, jobs, inputs.classes, max_pixels=config.max_pixels):
+        append_jsonl(out / JOURNAL, {"image": job.name, **entry})
+        finished[job.name] = {"image": job.name, **entry}
+        counts[entry["status"]] += 1
+        if counts["done"] and counts["done"] % MANIFEST_EVERY == 0 and entry["status"] == "done":
+            _write_records(out, images_dir, manifest, finished, inputs)
+    manifest["summary"] = {"done": counts["done"], "skipped": skipped + len(inputs.unlabelled),
+                           "failed": counts["failed"] + len(inputs.problems),
                            "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}
-    write_json(manifest_path, manifest)
+    _write_records(out, images_dir, manifest, finished, inputs)
     return manifest
+
+
+def _write_records(out: Path, images_dir: Path, manifest: dict, finished: dict[str, dict], inputs: _Inputs) -> None:
+    """Rebuild ``manifest.json`` and ``errors.jsonl`` from the journal's entries and the per-image label checks."""
+    status = {name: {k: v for k, v in entry.items() if k != "image"} for name, entry in finished.items()
+              if name in inputs.labels}
+    status.update({name: {"status": "failed", **problem} for name, problem in inputs.problems.items()})
+    status.update({name: {"status": "skipped", "reason": "no labels for this image"} for name in inputs.unlabelled})
+    write_json(out / MANIFEST, {**manifest, "images": dict(sorted(status.items()))})
+    write_text(out / ERRORS, "".join(
+        json.dumps({"path": str(images_dir / name), "stage": entry["stage"], "message": entry["reason"]}) + "\n"
+        for name, entry in sorted(status.items()) if entry["status"] == "failed"))

@@ -86,9 +86,12 @@ def test_corrupt_image_is_reported_and_skipped(folder):
     labels["broken.png"] = ["red circle"]
     (folder / "labels.json").write_text(json.dumps(labels))
     result = _generate(folder)
-    assert result.exit_code == 0 and "3 masks written" in result.output and "1 failed" in result.output
+    assert result.exit_code == 1 and "3 masks written" in result.output and "1 failed" in result.output
+    assert "errors.jsonl" in result.output
     manifest = json.loads((folder / "out" / "manifest.json").read_text())
     assert manifest["images"]["broken.png"]["status"] == "failed"
+    errors = [json.loads(line) for line in (folder / "out" / "errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 1 and errors[0]["path"].endswith("broken.png") and errors[0]["stage"] == "read"
 
 
 def test_labels_from_csv_and_shared_list(tmp_path):

@@ -49,3 +49,14 @@ def test_fusion_modes():
         fuse(maps, "median")
     with pytest.raises(ValueError):
         fuse(maps, "softmin", temperature=0)
+
+
+@pytest.mark.parametrize("height, width", [(20, 20000), (20000, 20), (1, 5000)])
+def test_extreme_aspect_ratios_give_bounded_views(height, width):
+    views = plan_views(height, width, 224, (1.0, 1.5), True, 16, None)
+    assert all(max(v.size) <= 4 * 224 * 1.5 and min(v.size) >= 16 for v in views)
+    assert views[0].size[0] < views[0].size[1] if width > height else views[0].size[0] > views[0].size[1]
+
+
+def test_ordinary_images_keep_the_short_side_at_the_base_size():
+    assert plan_views(480, 640, 224, (1.0,), False, 16, None)[0].size == (224, 304)

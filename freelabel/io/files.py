@@ -62,3 +62,38 @@ def provenance() -> dict[str, object]:
 
     return {"versions": {"freelabel": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
                          "numpy": np.__version__, "python": platform.python_version()}}
+
+
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Write arrays to a compressed ``.npz`` atomically and byte-for-byte reproducibly: unlike
+    ``np.savez_compressed``, every member carries a fixed timestamp, so the same arrays give the same file."""
+    import zipfile
+
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(member, "w") as handle:
+                np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
+
+
+def append_jsonl(path: str | os.PathLike, record: Mapping) -> None:
+    """Append one JSON object as a line and flush it to disk (fsync): a journal that a kill cannot lose an entry
+    of, only cut its last line short (``read_jsonl`` skips such a line)."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The objects of a JSON-lines file, in order; a line cut short by a kill (no newline, not JSON) is skipped."""
+    if not Path(path).is_file():
+        return []
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -78,17 +78,23 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files below ``folder`` (recursively, common formats), sorted, relative to ``folder``."""
+    """Image files below ``folder`` (recursively, common formats), sorted, relative to ``folder``.
+
+    Hidden files are left out. Symbolic links to directories are not followed (so link loops cannot trap the
+    search); a link to a missing file is listed, so that reading it reports it.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FreelabelError(f"image folder {folder} does not exist")
     return sorted(p.relative_to(folder) for p in folder.rglob("*")
-                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+                  if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink())
+                  and not p.name.startswith("."))
 
 
-def prefetch_images(paths: Sequence[str | os.PathLike], lookahead: int = 4
+def prefetch_images(paths: Sequence[str | os.PathLike], lookahead: int = 4, max_pixels: int | None = MAX_PIXELS
                     ) -> Iterator[tuple[Path, np.ndarray | ImageReadError]]:
-    """Read images in a background thread, ``lookahead`` ahead of the consumer, so decoding overlaps compute.
+    """Read images (see ``read_image``) in a background thread, ``lookahead`` ahead of the consumer, so decoding
+    overlaps compute.
 
     Yields (path, image) with image (H, W, 3) uint8, or (path, ImageReadError) for an unreadable file, in order.
     """
@@ -96,7 +102,7 @@ def prefetch_images(paths: Sequence[str | os.PathLike], lookahead: int = 4
 
     def load(path: Path) -> np.ndarray | ImageReadError:
         try:
-            return read_image(path)
+            return read_image(path, max_pixels)
         except ImageReadError as error:
             return error
 

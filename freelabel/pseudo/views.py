@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 
 
+MAX_ASPECT = 4  # a view's long side is at most this many times the base size (see plan_views)
+
+
 @dataclass(frozen=True)
 class View:
     """One test-time view: the image resized to ``size`` (H, W), maybe flipped, cut into ``window``-sized crops
@@ -37,16 +40,18 @@ def plan_views(height: int, width: int, base_size: int, scales: tuple[float, ...
                window: int | None) -> list[View]:
     """The views of an image of (height, width).
 
-    base_size: the short side of the scale-1 view in pixels. Every view side is a multiple of ``patch``.
-    window: crop side for views larger than it (stride half a window); None processes each view whole.
+    base_size: the short side of the scale-1 view in pixels, unless the image is more than ``MAX_ASPECT`` times
+    longer than wide (or the reverse): then the long side is ``MAX_ASPECT x base_size``, so a view never grows with
+    the aspect ratio (a 20000 x 20 strip gets a 896 x 16 view, not 224 x 224000). Every view side is a multiple of
+    ``patch``. window: crop side for views larger than it (stride half a window); None processes each view whole.
     """
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"scales must be positive, got {scales}")
     views = []
-    short = min(height, width)
+    # pixels of the scale-1 view per image pixel
+    factor = min(base_size / min(height, width), MAX_ASPECT * base_size / max(height, width))
     for scale in scales:
-        size = (_multiple(height * base_size * scale / short, patch),
-                _multiple(width * base_size * scale / short, patch))
+        size = (_multiple(height * factor * scale, patch), _multiple(width * factor * scale, patch))
         if window is None:
             crop, crops = size, ((0, 0),)
         else:

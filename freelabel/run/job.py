@@ -8,11 +8,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from freelabel.io.files import atomic_path
-from freelabel.io.images import read_image
+from freelabel.errors import FreelabelError
+from freelabel.io.files import write_npz
+from freelabel.io.images import MAX_PIXELS, read_image
 from freelabel.io.labels import class_lookup
 from freelabel.io.masks import IGNORE_INDEX, write_mask
 from freelabel.pseudo.labeler import Labeler
+
+
+class ItemError(FreelabelError):
+    """One item (image) could not be done; the run goes on. ``stage`` says where: read, segment or write."""
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(message)
+        self.stage = stage
 
 
 @dataclass(frozen=True)
@@ -25,24 +34,36 @@ class ImageJob:
     mask_path: Path  # where its mask goes (palette PNG, values index the global classes)
     scores_path: Path | None  # where its float16 probabilities go (.npz), or None
 
+    def outputs(self) -> list[Path]:
+        """Every file the job writes: it is done only when all of them exist."""
+        return [self.mask_path] + ([self.scores_path] if self.scores_path is not None else [])
 
-def run_job(labeler: Labeler, job: ImageJob, classes: Sequence[str], image: np.ndarray | None = None
-            ) -> dict[str, Any]:
-    """Label one image and write its outputs atomically: the mask first, then the scores.
+
+def run_job(labeler: Labeler, job: ImageJob, classes: Sequence[str], image: np.ndarray | None = None,
+            max_pixels: int | None = MAX_PIXELS) -> dict[str, Any]:
+    """Label one image and write its outputs atomically: the scores first, then the mask.
 
     classes: the global class names (index 0 background); the mask's values index them. image: the (H, W, 3)
-    uint8 image if already read (by a prefetching loop), else it is read from ``job.image_path``. Returns the
-    manifest entry ``{"status": "done", "labels": [...], "ignored_fraction": float in [0, 1]}``.
-    Raises ``ImageReadError`` for an unreadable image.
+    uint8 image if already read (by a prefetching loop), else it is read from ``job.image_path`` (at most
+    ``max_pixels`` pixels). Returns the manifest entry ``{"status": "done", "labels": [...], "ignored_fraction":
+    float in [0, 1]}``. Raises ``ItemError`` naming the stage that failed.
     """
-    image = read_image(job.image_path) if image is None else image
-    labeler.set_image(image)
-    result = labeler.segment(job.labels)
+    try:
+        image = read_image(job.image_path, max_pixels) if image is None else image
+    except FreelabelError as error:
+        raise ItemError("read", str(error)) from None
+    try:
+        labeler.set_image(image)
+        result = labeler.segment(job.labels)
+    except (FreelabelError, ValueError, RuntimeError, MemoryError) as error:  # this image, not the run
+        raise ItemError("segment", f"{type(error).__name__}: {error}") from None
     to_global = class_lookup(["background", *result.labels], classes, unknown=IGNORE_INDEX)
-    write_mask(job.mask_path, to_global[result.mask].astype(np.uint8))
-    if job.scores_path is not None:
-        with atomic_path(job.scores_path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, probabilities=result.probabilities.astype(np.float16),
-                                labels=np.array(["background", *result.labels]))
+    try:
+        if job.scores_path is not None:
+            write_npz(job.scores_path, probabilities=result.probabilities.astype(np.float16),
+                      labels=np.array(["background", *result.labels]))
+        write_mask(job.mask_path, to_global[result.mask].astype(np.uint8))
+    except OSError as error:
+        raise ItemError("write", f"{type(error).__name__}: {error}") from None
     return {"status": "done", "labels": list(result.labels),
             "ignored_fraction": round(float((result.mask == IGNORE_INDEX).mean()), 4)}

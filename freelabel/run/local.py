@@ -6,18 +6,21 @@ from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
-from freelabel.io.images import ImageReadError, prefetch_images
+from freelabel.io.images import MAX_PIXELS, ImageReadError, prefetch_images
 from freelabel.pseudo.labeler import Labeler
-from freelabel.run.job import ImageJob, run_job
+from freelabel.run.job import ImageJob, ItemError, run_job
 
 
-def run_local(labeler: Labeler, jobs: Sequence[ImageJob], classes: Sequence[str], desc: str = "pseudo-masks"
-              ) -> Iterator[tuple[ImageJob, dict[str, Any]]]:
+def run_local(labeler: Labeler, jobs: Sequence[ImageJob], classes: Sequence[str], desc: str = "pseudo-masks",
+              max_pixels: int | None = MAX_PIXELS) -> Iterator[tuple[ImageJob, dict[str, Any]]]:
     """Run ``jobs`` in order and yield each with its manifest entry as it finishes: ``run_job``'s entry, or
-    ``{"status": "failed", "reason": ...}`` for an unreadable image. A progress bar is shown on a terminal."""
-    images = prefetch_images([job.image_path for job in jobs])
+    ``{"status": "failed", "stage": read|segment|write, "reason": ...}`` for an item that failed (the loop goes on).
+    A progress bar is shown on a terminal."""
+    images = prefetch_images([job.image_path for job in jobs], max_pixels=max_pixels)
     for job, (_, image) in tqdm(zip(jobs, images), total=len(jobs), desc=desc, unit="image", disable=None):
-        if isinstance(image, ImageReadError):
-            yield job, {"status": "failed", "reason": str(image)}
-        else:
+        try:
+            if isinstance(image, ImageReadError):
+                raise ItemError("read", str(image))
             yield job, run_job(labeler, job, classes, image)
+        except ItemError as error:
+            yield job, {"status": "failed", "stage": error.stage, "reason": str(error)}
