@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import freelabel.pseudo.labeler
-import freelabel.pipelines.generate
+import freelabel.run.job
 from freelabel.clip.loading import ClipConfig, load_clip
 from freelabel.io import read_classes, read_image, read_mask
 from freelabel.pseudo.config import LabelerConfig
@@ -76,7 +76,7 @@ def main() -> None:
     Labeler.set_image = _timed(stages, "encoder", Labeler.set_image, sync)
     freelabel.pseudo.labeler.refine = _timed(stages, "crf", freelabel.pseudo.labeler.refine)
     Labeler.segment = _timed(stages, "segment", Labeler.segment)  # maps + fusion + crf
-    freelabel.pipelines.generate.write_mask = _timed(stages, "write", freelabel.pipelines.generate.write_mask)
+    freelabel.run.job.write_mask = _timed(stages, "write", freelabel.run.job.write_mask)
     torch.manual_seed(0)
     manifest = generate(work / "images", str(work / "labels.json"), work / "out",
                         GenerateConfig(clip=ClipConfig("ViT-B-16", "random", args.device), overrides=overrides))

@@ -7,8 +7,9 @@ import torch
 from conftest import TEST_MODELS
 from safetensors.torch import save_file
 
-from freelabel.clip.loading import (TOY_MODEL, IncompatibleWeightsError, UnknownModelError, UnsafeCheckpointError,
-                            WeightsNotFoundError, load_clip, resolve_source)
+from freelabel.clip.loading import (TOY_MODEL, CorruptCheckpointError, IncompatibleWeightsError, UnknownModelError,
+                                    UnsafeCheckpointError, WeightsNotFoundError, load_clip, resolve_source)
+from freelabel.errors import FreelabelError
 
 
 @pytest.mark.parametrize("name", [*TEST_MODELS, TOY_MODEL])
@@ -140,3 +141,146 @@ def test_many_labels_are_encoded_in_batches_with_the_same_result(monkeypatch):
     monkeypatch.setattr(freelabel.clip.loading, "TEXT_BATCH", 2 * len(batched.templates))
     assert torch.allclose(batched.encode_labels(labels), expected, atol=1e-5)
     assert sizes == [2 * len(batched.templates)] * 3 + [len(batched.templates)]
+
+
+# --- checkpoints that are not what they claim: one clear FreelabelError before any image is processed ---
+
+
+def _tiny_state():
+    model = open_clip.create_model("test-tiny-vit", pretrained=None, load_weights=False)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def _clear_error(error_type, path, *problem):
+    """Load ``path`` into test-tiny-vit; the error must be ``error_type``, one paragraph naming the file, the
+    problem (each of ``problem`` in it, case-insensitive) and what to do."""
+    with pytest.raises(error_type) as info:
+        load_clip("test-tiny-vit", str(path))
+    assert isinstance(info.value, FreelabelError)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+    for words in problem:
+        assert words.lower() in message.lower(), message
+    assert any(fix in message for fix in ("Re-download", "convert", "Rename", "--pretrained")), message
+    return message
+
+
+def _cut(path, fraction=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * fraction)])
+
+
+def test_pickle_named_safetensors_is_a_clear_error(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    torch.save(_tiny_state(), path)
+    message = _clear_error(CorruptCheckpointError, path, "not a safetensors file", "pickle")
+    assert "Rename it to .pt" in message
+
+
+def test_truncated_safetensors_is_a_clear_error(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file(_tiny_state(), str(path))
+    size = path.stat().st_size
+    _cut(path)
+    message = _clear_error(CorruptCheckpointError, path, "truncated", "Re-download")
+    assert f"where its header describes {size}" in message
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_truncated_pt_is_a_clear_error(tmp_path, zipped):
+    path = tmp_path / "weights.pt"
+    torch.save({"state_dict": _tiny_state()}, path, _use_new_zipfile_serialization=zipped)
+    _cut(path)
+    _clear_error(CorruptCheckpointError, path, "truncated or damaged", "Re-download")
+
+
+@pytest.mark.parametrize("content", [b"", b"<html>404 Not Found</html>"], ids=["empty", "html"])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_empty_or_foreign_file_is_corrupt_not_unsafe(tmp_path, content, suffix):
+    path = tmp_path / f"weights{suffix}"
+    path.write_bytes(content)
+    _clear_error(CorruptCheckpointError, path, "empty" if not content else "safetensors file", "Re-download")
+
+
+def test_safetensors_named_pt_is_a_clear_error(tmp_path):
+    path = tmp_path / "weights.pt"
+    save_file(_tiny_state(), str(path))
+    _clear_error(CorruptCheckpointError, path, "is a safetensors file", "Rename it to .safetensors")
+
+
+def _save_with_bad_values(path, value):
+    state = _tiny_state()
+    state["visual.proj"][0, :3] = value
+    state["text_projection"][1, 1] = value
+    save_file(state, str(path))
+
+
+@pytest.mark.parametrize("value,kind", [(float("nan"), "NaN"), (float("inf"), "inf"), (float("-inf"), "inf")])
+def test_non_finite_weights_are_a_clear_error(tmp_path, value, kind):
+    path = tmp_path / "weights.safetensors"
+    _save_with_bad_values(path, value)
+    message = _clear_error(CorruptCheckpointError, path, "holds 4 non-finite values in 2 tensor(s)", "Re-download")
+    assert f"3 {kind} in visual.proj" in message
+
+
+def test_non_finite_half_precision_weights_are_caught(tmp_path):
+    state = {k: v.half() for k, v in _tiny_state().items()}
+    state["positional_embedding"][2, 2] = float("nan")
+    path = tmp_path / "weights.pt"
+    torch.save(state, path)
+    _clear_error(CorruptCheckpointError, path, "1 non-finite values", "positional_embedding")
+
+
+def test_large_finite_float16_weights_are_not_mistaken_for_inf(tmp_path):
+    state = {k: v.half() for k, v in _tiny_state().items()}
+    state["visual.proj"].fill_(60000.0)  # finite in float16, but its float16 sum overflows to inf
+    assert not torch.isfinite(state["visual.proj"].sum())
+    path = tmp_path / "weights.safetensors"
+    save_file(state, str(path))
+    clip = load_clip("test-tiny-vit", str(path))
+    assert (clip.model.state_dict()["visual.proj"] == 60000.0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_non_floating_tensor_is_a_clear_error(tmp_path, dtype):
+    state = _tiny_state()
+    state["visual.proj"] = state["visual.proj"].to(dtype)
+    path = tmp_path / "weights.safetensors"
+    save_file(state, str(path))
+    _clear_error(IncompatibleWeightsError, path, "does not fit test-tiny-vit",
+                 f"visual.proj is {str(dtype).removeprefix('torch.')} where the model expects a floating tensor")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_checkpoint_loads(tmp_path, dtype):
+    state = _tiny_state()
+    path = tmp_path / "weights.safetensors"
+    save_file({k: v.to(dtype) for k, v in state.items()}, str(path))
+    clip = load_clip("test-tiny-vit", str(path))
+    for key, value in clip.model.state_dict().items():
+        assert value.dtype == state[key].dtype and torch.equal(value, state[key].to(dtype).to(value.dtype)), key
+
+
+def test_bundled_float16_toy_weights_still_load():
+    clip = load_clip(TOY_MODEL)
+    assert all(torch.isfinite(p).all() for p in clip.model.parameters())
+
+
+def test_non_finite_checkpoint_through_the_cli_is_one_error_line_and_no_mask(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+    from freelabel.io import write_image
+
+    write_image(tmp_path / "images" / "a.png", np.full((16, 16, 3), 128, np.uint8))
+    path = tmp_path / "weights.safetensors"
+    _save_with_bad_values(path, float("nan"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "images"), "--labels", "cat", "--out", str(out),
+                                       "--model", "test-tiny-vit", "--pretrained", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and str(path) in errors[0] and "non-finite" in errors[0], result.output
+    assert not out.exists() or not any(out.rglob("*.png")), "no mask may be written"
