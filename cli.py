@@ -75,12 +75,16 @@ def main() -> None:
 @clip_options
 def classify(images: str, vocabulary: str, out: str, top_k: int | None, min_probability: float | None,
              clip: ClipConfig) -> None:
-    """Predict image-level labels for every image below IMAGES over an open vocabulary."""
-    from freelabel.pipelines.classify import ClassifyConfig, classify_folder
+    """Predict image-level labels for every image below IMAGES over an open vocabulary. Exit code 0: every image
+    labelled; 1: some images could not be read (listed in OUT/errors.jsonl); 2: a usage error."""
+    from freelabel.pipelines.classify import ERRORS, ClassifyConfig, classify_folder
 
     config = dataclasses.replace(ClassifyConfig(clip=clip), **_given(top_k=top_k, min_probability=min_probability))
-    labels = classify_folder(images, read_label_vocabulary(vocabulary), out, config)
-    click.echo(f"labelled {len(labels)} images -> {Path(out) / 'labels.json'}")
+    labels, failed = classify_folder(images, read_label_vocabulary(vocabulary), out, config)
+    click.echo(f"labelled {len(labels)} images, {failed} failed -> {Path(out) / 'labels.json'}"
+               + (f"; failures in {Path(out) / ERRORS}" if failed else ""))
+    if failed:
+        raise SystemExit(1)
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:

@@ -11,7 +11,11 @@ from tqdm import tqdm
 from freelabel.clip.classify import label_probabilities, label_similarities
 from freelabel.clip.loading import ClipConfig, load_clip
 from freelabel.errors import ConfigError, FreelabelError
-from freelabel.io import ImageReadError, list_images, prefetch_images, provenance, write_json
+from freelabel.io import (ImageReadError, LabelError, check_label, list_images, prefetch_images, provenance,
+                          write_json)
+from freelabel.io.files import write_jsonl
+
+ERRORS = "errors.jsonl"
 
 
 @dataclass
@@ -31,21 +35,27 @@ class ClassifyConfig:
 
 
 def classify_folder(images_dir: str | Path, vocabulary: list[str], out: str | Path,
-                    config: ClassifyConfig | None = None) -> dict[str, list[str]]:
+                    config: ClassifyConfig | None = None) -> tuple[dict[str, list[str]], int]:
     """Score every image below ``images_dir`` against ``vocabulary`` and write to ``out``:
     ``labels.json`` (image -> kept labels, the input format of ``freelabel generate``), ``scores.json``
-    (image -> {label: probability}), ``failed.json`` (image -> why it could not be read) and ``config.json``.
+    (image -> {label: probability}), ``errors.jsonl`` (one object per image that could not be read: path, stage,
+    message) and ``config.json``.
 
-    Unreadable images are reported and skipped. Returns the kept labels per image.
+    The vocabulary and the image list are checked before the model loads; unreadable images are reported and
+    skipped. Returns the kept labels per image and how many images failed.
     """
     config = config or ClassifyConfig()
     if not vocabulary:
         raise FreelabelError("the label vocabulary is empty")
+    try:
+        vocabulary = list(dict.fromkeys(check_label(label) for label in vocabulary))
+    except LabelError as error:
+        raise FreelabelError(f"the label vocabulary: {error}") from None
     images_dir, out = Path(images_dir), Path(out)
-    clip = load_clip(config.clip)
     names = [str(p) for p in list_images(images_dir)]
     if not names:
         raise FreelabelError(f"no images found below {images_dir}")
+    clip = load_clip(config.clip)
     labels, scores, failed = {}, {}, {}
     batch_names, batch = [], []
 
@@ -71,7 +81,8 @@ def classify_folder(images_dir: str | Path, vocabulary: list[str], out: str | Pa
         score_batch()
     write_json(out / "labels.json", labels)
     write_json(out / "scores.json", scores)
-    write_json(out / "failed.json", failed)
+    write_jsonl(out / ERRORS, ({"path": str(images_dir / name), "stage": "read", "message": message}
+                               for name, message in failed.items()))
     write_json(out / "config.json", {"config": asdict(config), "images": str(images_dir),
                                      "vocabulary": vocabulary, **provenance()})
-    return labels
+    return labels, len(failed)

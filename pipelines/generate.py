@@ -18,7 +18,7 @@ from typing import Any
 
 from freelabel.clip.loading import ClipConfig, load_clip
 from freelabel.errors import ConfigError, FreelabelError
-from freelabel.io.files import append_jsonl, provenance, read_json, read_jsonl, write_json, write_text
+from freelabel.io.files import append_jsonl, provenance, read_json, read_jsonl, write_json, write_jsonl
 from freelabel.io.images import MAX_PIXELS, list_images
 from freelabel.io.labels import LabelError, check_label, read_image_labels, write_classes
 from freelabel.io.masks import IGNORE_INDEX
@@ -187,6 +187,5 @@ def _write_records(out: Path, images_dir: Path, manifest: dict, finished: dict[s
     status.update({name: {"status": "failed", **problem} for name, problem in inputs.problems.items()})
     status.update({name: {"status": "skipped", "reason": "no labels for this image"} for name in inputs.unlabelled})
     write_json(out / MANIFEST, {**manifest, "images": dict(sorted(status.items()))})
-    write_text(out / ERRORS, "".join(
-        json.dumps({"path": str(images_dir / name), "stage": entry["stage"], "message": entry["reason"]}) + "\n"
-        for name, entry in sorted(status.items()) if entry["status"] == "failed"))
+    write_jsonl(out / ERRORS, ({"path": str(images_dir / name), "stage": entry["stage"], "message": entry["reason"]}
+                               for name, entry in sorted(status.items()) if entry["status"] == "failed"))

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def test_bad_world_option_is_a_usage_error(tmp_path):
 
 
 def test_missing_weights_offline_is_one_message_not_a_traceback(tmp_path):
-    (tmp_path / "images").mkdir()
+    write_image(tmp_path / "images" / "a.png", np.zeros((8, 8, 3), np.uint8))
     result = CliRunner().invoke(main, ["classify", str(tmp_path / "images"), "--labels", "cat,dog", "--out",
                                        str(tmp_path / "out"), "--model", "ViT-B-16", "--pretrained", "openai",
                                        "--offline", "--cache-dir", str(tmp_path / "cache")])
@@ -57,11 +58,11 @@ def test_classify_reports_corrupt_images_and_labels_the_rest(tmp_path):
     result = CliRunner().invoke(main, ["classify", str(images), "--labels", "red circle,blue square,cat",
                                        "--out", str(tmp_path / "out"), "--model", "test-tiny-vit",
                                        "--pretrained", "random", "--top-k", "2"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1 and "1 failed" in result.output, result.output
     labels = json.loads((tmp_path / "out" / "labels.json").read_text())
-    failed = json.loads((tmp_path / "out" / "failed.json").read_text())
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert sorted(labels) == ["sub/0.png", "sub/1.png"] and all(len(v) == 2 for v in labels.values())
-    assert list(failed) == ["broken.jpg"]
+    assert [(Path(e["path"]).name, e["stage"]) for e in errors] == [("broken.jpg", "read")]
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())
     assert abs(sum(scores["sub/0.png"].values()) - 1) < 1e-3
     config = json.loads((tmp_path / "out" / "config.json").read_text())
@@ -170,6 +171,7 @@ def test_a_flag_overrides_one_field_of_the_preset_and_the_manifest_records_both(
     ["toy", "train-clip", "--minutes", "-1"],
     ["classify", "IMAGES", "--labels", "cat", "--top-k", "0"],
     ["classify", "IMAGES", "--labels", "cat", "--min-probability", "1.5"],
+    ["classify", "IMAGES", "--labels", "cat,background"],
 ], ids=lambda a: " ".join(a[:2] + a[-2:]))
 def test_invalid_toy_and_classify_options_are_one_error_line(tmp_path, args):
     (tmp_path / "images").mkdir()

@@ -8,7 +8,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -97,3 +97,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping]) -> None:
+    """Write JSON objects one per line, atomically (e.g. ``errors.jsonl``: one failed item per line)."""
+    write_text(path, "".join(json.dumps(record) + "\n" for record in records))
