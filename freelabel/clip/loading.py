@@ -42,6 +42,7 @@ TOY_MODEL = "freelabel-toy"
 BUNDLED: dict[str, tuple[str, Path]] = {TOY_MODEL: ("freelabel", BUNDLED_WEIGHTS_DIR / "freelabel-toy.safetensors")}
 RANDOM_INIT = "random"  # the pretrained value that asks for random initialisation (speed benchmarks, tests)
 RANDOM_INIT_SEED = 0  # torch seed of a random initialisation
+CHECKPOINT_FIX = "Re-download it, or check that --pretrained names the file you meant."
 CACHE_ENV = "FREELABEL_CACHE_DIR"
 # Folders of extra open_clip model configs (JSON, as open_clip's own), separated by os.pathsep; registered at import,
 # so that worker processes know a custom architecture too.
@@ -486,34 +487,26 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     kind = _file_kind(path)
-    fix = "Re-download it, or check that --pretrained names the file you meant."
     if kind in ("zip", "pickle"):
         raise CorruptCheckpointError(
             f"The checkpoint {path} is not a safetensors file: it is a PyTorch pickle (as torch.save writes) with a "
             f".safetensors name. Rename it to .pt, so that freelabel reads it with torch.load(weights_only=True), "
             f"or convert it with safetensors.torch.save_file on a machine you trust.")
-    if kind == "empty":
-        raise CorruptCheckpointError(f"The checkpoint {path} is empty (0 bytes): the download or copy did not "
-                                     f"finish. {fix}")
     if kind == "unknown":
         raise CorruptCheckpointError(
             f"The checkpoint {path} is not a safetensors file (its first bytes are neither a safetensors header nor "
-            f"a PyTorch pickle), or its start is damaged. {fix}")
+            f"a PyTorch pickle), or its start is damaged. {CHECKPOINT_FIX}")
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
         raise CorruptCheckpointError(f"The checkpoint {path} {_safetensors_problem(path)}, so it cannot be read as "
-                                     f"safetensors ({_first_line(error)}). {fix}") from None
+                                     f"safetensors ({_first_line(error)}). {CHECKPOINT_FIX}") from None
 
 
 def _read_pickle(path: Path) -> object:
     """A pickled checkpoint, read with ``torch.load(weights_only=True)`` only; ``UnsafeCheckpointError`` for a
     pickle that needs more than tensors, ``CorruptCheckpointError`` for one that is truncated or no checkpoint."""
     kind = _file_kind(path)
-    fix = "Re-download it, or check that --pretrained names the file you meant."
-    if kind == "empty":
-        raise CorruptCheckpointError(f"The checkpoint {path} is empty (0 bytes): the download or copy did not "
-                                     f"finish. {fix}")
     if kind == "safetensors":
         raise CorruptCheckpointError(
             f"The checkpoint {path} is a safetensors file with a {path.suffix or 'missing'} suffix, not a PyTorch "
@@ -524,7 +517,7 @@ def _read_pickle(path: Path) -> object:
         if kind == "unknown":
             raise CorruptCheckpointError(
                 f"The checkpoint {path} is neither a PyTorch checkpoint nor a safetensors file (its first bytes are "
-                f"neither), or its start is damaged. {fix}") from None
+                f"neither), or its start is damaged. {CHECKPOINT_FIX}") from None
         raise UnsafeCheckpointError(
             f"Refusing to load {path}: it is a pickle that holds more than tensors, and freelabel only reads "
             f"pickled checkpoints with torch.load(weights_only=True). Convert it to safetensors on a machine "
@@ -533,7 +526,7 @@ def _read_pickle(path: Path) -> object:
         raise
     except Exception as error:  # noqa: BLE001 - zip, EOF and storage errors from a cut or damaged file
         raise CorruptCheckpointError(f"The checkpoint {path} is truncated or damaged: PyTorch cannot read it "
-                                     f"({_first_line(error)}). {fix}") from None
+                                     f"({_first_line(error)}). {CHECKPOINT_FIX}") from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -545,6 +538,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``IncompatibleWeightsError`` for one that holds no state dict of tensors.
     """
     path = Path(path)
+    if _file_kind(path) == "empty":
+        raise CorruptCheckpointError(f"The checkpoint {path} is empty (0 bytes): the download or copy did not "
+                                     f"finish. {CHECKPOINT_FIX}")
     state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_pickle(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
