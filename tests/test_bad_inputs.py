@@ -343,15 +343,8 @@ def test_good_images_outputs_are_byte_identical_to_a_run_without_the_bad_ones(ru
     assert _errors(runs.good_out) == []
 
 
-# PIL refuses images of more than 2 x Image.MAX_IMAGE_PIXELS (178,956,970) pixels in Image.open, and warns above
-# 89,478,485, whatever freelabel's own limit (read_image's max_pixels, --max-pixels, default 100,000,000) says.
-PIL_LIMIT_BUG = ("freelabel.io.images.read_image does not align PIL's own decompression-bomb limit "
-                 "(Image.MAX_IMAGE_PIXELS) with max_pixels: Image.open raises DecompressionBombError above "
-                 "178,956,970 pixels even with max_pixels=None ('no limit') or a larger --max-pixels, and that "
-                 "error, not freelabel's '(--max-pixels)' message, is what a 30000x30000 bomb reports")
-
-
-@pytest.mark.xfail(strict=True, reason=PIL_LIMIT_BUG)
+# PIL refuses images of more than 2 x Image.MAX_IMAGE_PIXELS (178,956,970) pixels in Image.open and warns above
+# 89,478,485; read_image lifts that limit for its own (max_pixels, --max-pixels, default 100,000,000).
 @pytest.mark.parametrize("max_pixels", [None, 300_000_000], ids=["no limit", "300 MP limit"])
 def test_a_raised_max_pixels_is_honoured(tmp_path, max_pixels):
     """An L-mode header of 14000x14000 (196 MP) is under the limit asked for: it must be decoded (and then fail as
@@ -363,7 +356,6 @@ def test_a_raised_max_pixels_is_honoured(tmp_path, max_pixels):
     assert "truncated" in str(error.value) and "exceeds limit" not in str(error.value)
 
 
-@pytest.mark.xfail(strict=True, reason=PIL_LIMIT_BUG)
 def test_a_bomb_reports_freelabels_own_limit(tmp_path):
     path = tmp_path / "bomb.png"
     path.write_bytes(_bomb_png(30000, 30000))
@@ -372,9 +364,6 @@ def test_a_bomb_reports_freelabels_own_limit(tmp_path):
     assert "more than the limit of 100,000,000 (--max-pixels)" in str(error.value)
 
 
-@pytest.mark.xfail(strict=True, reason="freelabel.io.images.read_image: an image under max_pixels (10000x9500 = 95 MP "
-                   "< 100 MP) still triggers PIL's DecompressionBombWarning (PIL warns above 89,478,485 pixels), "
-                   "printed by `freelabel generate` as a Python warning naming no image")
 def test_an_image_under_the_limit_reads_without_a_bomb_warning(tmp_path):
     import warnings
 

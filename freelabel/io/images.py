@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -42,16 +43,29 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> 
     undecodable file.
     """
     try:
-        with Image.open(path) as image:
+        with _open_unchecked(path) as image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageReadError(f"cannot read image {path}: {width}x{height} is {width * height:,} pixels, more "
                                      f"than the limit of {max_pixels:,} (--max-pixels)")
             return _to_rgb(ImageOps.exif_transpose(image))
-    except Image.DecompressionBombError as error:
-        raise ImageReadError(f"cannot read image {path}: {error}") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}") from None
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def _open_unchecked(path: str | os.PathLike) -> Image.Image:
+    """``Image.open`` without PIL's own decompression-bomb limit (a process-wide setting, lifted only for this call,
+    under a lock): ``read_image`` applies its own ``max_pixels`` from the header, so that a raised limit is honoured
+    and a refusal names freelabel's limit."""
+    with _PIL_LIMIT_LOCK:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
