@@ -135,6 +135,9 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: 
     config = config or GenerateConfig()
     images_dir, out = Path(images_dir), Path(out)
     preset, labeler_config = resolve_preset(config.clip.model, config.preset, config.overrides)
+    if out.resolve() == images_dir.resolve() or images_dir.resolve() in out.resolve().parents:
+        raise FreelabelError(f"--out {out} is inside the image folder {images_dir}: masks would overwrite images of "
+                             "the same name and be read as images by the next run; choose a folder outside it")
     inputs = _inputs(images_dir, labels_spec)
     binding = json.loads(json.dumps({"classes": inputs.classes, "settings": {  # as it reads back from job.json
         "model": config.clip.model, "pretrained": config.clip.pretrained, "labeler": labeler_config.to_dict(),

@@ -123,3 +123,13 @@ def test_evaluate_table_and_json(folder):
     result = CliRunner().invoke(main, ["evaluate", "--pred", str(root / "out"), "--gt", str(gt), "--classes",
                                        str(root / "classes.txt")])
     assert result.exit_code == 0 and "mIoU" in result.output and "images: 3" in result.output
+
+
+@pytest.mark.parametrize("inside", [".", "masks"])
+def test_an_output_folder_inside_the_images_is_refused(folder, inside):
+    out = folder / "images" / inside
+    before = sorted(p.name for p in (folder / "images").rglob("*"))
+    result = CliRunner().invoke(main, ["generate", str(folder / "images"), "--labels", str(folder / "labels.json"),
+                                       "--out", str(out), *TINY])
+    assert result.exit_code == 2 and "inside the image folder" in result.output
+    assert sorted(p.name for p in (folder / "images").rglob("*")) == before
