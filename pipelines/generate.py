@@ -9,6 +9,7 @@ says so and all of its outputs exist, so a killed run resumes to the outputs an 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -106,7 +107,8 @@ def _bind(out: Path, binding: dict[str, Any], overwrite: bool) -> bool:
         return overwrite
     if overwrite:
         return True
-    what = [key for key in ("classes", "settings") if previous.get(key) != binding[key]]
+    what = [key.replace("_", " ") for key in ("classes", "image_labels", "settings")
+            if previous.get(key) != binding[key]]
     raise FreelabelError(f"{out} holds masks of another job (its {' and '.join(what) or 'binding'} differ; see "
                          f"{out / JOB}). Use a new --out folder, or --overwrite to redo every image with the new ones.")
 
@@ -139,9 +141,14 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: 
         raise FreelabelError(f"--out {out} is inside the image folder {images_dir}: masks would overwrite images of "
                              "the same name and be read as images by the next run; choose a folder outside it")
     inputs = _inputs(images_dir, labels_spec)
-    binding = json.loads(json.dumps({"classes": inputs.classes, "settings": {  # as it reads back from job.json
+    # every image's labels (None: none usable) are bound by their hash, so that changing one image's labels is
+    # refused like changing the class index
+    image_labels = {name: list(labels) for name, labels in inputs.labels.items()}
+    image_labels.update({name: None for name in [*inputs.problems, *inputs.unlabelled]})
+    labels_hash = hashlib.sha256(json.dumps(image_labels, sort_keys=True).encode()).hexdigest()
+    binding = json.loads(json.dumps({"classes": inputs.classes, "image_labels": labels_hash, "settings": {
         "model": config.clip.model, "pretrained": config.clip.pretrained, "labeler": labeler_config.to_dict(),
-        "save_scores": config.save_scores, "max_pixels": config.max_pixels}}))
+        "save_scores": config.save_scores, "max_pixels": config.max_pixels}}))  # as it reads back from job.json
     rebind = _bind(out, binding, config.overwrite)
     clip = load_clip(config.clip)
     labeler = Labeler(clip, config=labeler_config)
@@ -149,8 +156,8 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: 
     _clean_stray_files(out)
     if rebind:
         (out / JOURNAL).unlink(missing_ok=True)  # entries of another job, or of images to redo
-        write_classes(out / "classes.txt", inputs.classes)
         write_json(out / JOB, binding)
+    write_classes(out / "classes.txt", inputs.classes)  # every run: a kill between the two writes cannot leave it stale
     finished = {entry["image"]: entry for entry in read_jsonl(out / JOURNAL)}
 
     jobs, skipped = [], 0

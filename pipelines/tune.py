@@ -84,9 +84,11 @@ def tune(images_dir: str | Path, masks_dir: str | Path, classes_file: str | Path
     tuning, heldout = split(pairs, config.holdout)
     if len(tuning) < 2 or not heldout:
         raise FreelabelError(f"found {len(pairs)} images with a mask and a labelled class below {images_dir} and "
-                             f"{masks_dir}; tuning needs at least 3 (20-50 is a good number)")
+                             f"{masks_dir}: {len(tuning)} to tune on and {len(heldout)} held out with --holdout "
+                             f"{config.holdout}; at least 2 and 1 are needed (20-50 images is a good number)")
+    searched = {key: value for key, value in asdict(config).items() if key != "workers"}  # workers change no result
     fingerprint = hashlib.sha256(json.dumps(
-        [asdict(config), start.to_dict(), classes, [name for name, _ in pairs]], sort_keys=True).encode()).hexdigest()
+        [searched, start.to_dict(), classes, [name for name, _ in pairs]], sort_keys=True).encode()).hexdigest()
     progress_path = out.with_name(out.name + ".progress.json")
     progress = read_json(progress_path) if progress_path.is_file() else {"fingerprint": fingerprint, "stages": {}}
     if progress.get("fingerprint") != fingerprint:

@@ -133,3 +133,17 @@ def test_an_output_folder_inside_the_images_is_refused(folder, inside):
                                        "--out", str(out), *TINY])
     assert result.exit_code == 2 and "inside the image folder" in result.output
     assert sorted(p.name for p in (folder / "images").rglob("*")) == before
+
+
+def test_a_rerun_with_one_images_labels_changed_is_refused_unless_overwrite(folder):
+    assert _generate(folder).exit_code == 0
+    labels = json.loads((folder / "labels.json").read_text())
+    first, second = sorted(labels)[:2]
+    labels[first], labels[second] = labels[second], labels[first]  # same classes, in the same first order or not
+    labels[first] = list(dict.fromkeys([*labels[first], *labels[second]]))
+    (folder / "labels.json").write_text(json.dumps(labels))
+    refused = _generate(folder)
+    assert refused.exit_code == 2 and "another job" in refused.output and "image labels" in refused.output
+    assert _generate(folder, "--overwrite").exit_code == 0
+    manifest = json.loads((folder / "out" / "manifest.json").read_text())
+    assert manifest["images"][first]["labels"] == labels[first]

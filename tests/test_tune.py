@@ -74,7 +74,7 @@ def test_tune_writes_a_preset_with_a_held_out_report_and_resumes(toy, tmp_path):
 
 
 def test_tune_needs_labelled_images(toy, tmp_path):
-    with pytest.raises(FreelabelError, match="at least 3"):
+    with pytest.raises(FreelabelError, match="0 to tune on and 0 held out"):
         tune(toy / "images", tmp_path, toy / "classes.txt", tmp_path / "p.json", TuneConfig(clip=TINY, workers=1))
 
 

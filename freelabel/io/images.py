@@ -42,30 +42,26 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> 
     before any decoding. Raises ``ImageReadError`` naming the file for any of that and for a missing, truncated or
     undecodable file.
     """
-    try:
-        with _open_unchecked(path) as image:
-            width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageReadError(f"cannot read image {path}: {width}x{height} is {width * height:,} pixels, more "
-                                     f"than the limit of {max_pixels:,} (--max-pixels)")
-            return _to_rgb(ImageOps.exif_transpose(image))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        raise ImageReadError(f"cannot read image {path}: {error}") from None
-
-
-_PIL_LIMIT_LOCK = threading.Lock()
-
-
-def _open_unchecked(path: str | os.PathLike) -> Image.Image:
-    """``Image.open`` without PIL's own decompression-bomb limit (a process-wide setting, lifted only for this call,
-    under a lock): ``read_image`` applies its own ``max_pixels`` from the header, so that a raised limit is honoured
-    and a refusal names freelabel's limit."""
+    # PIL's own decompression-bomb limit is a process-wide setting, checked when a file is opened and again when
+    # some formats (TIFF) decode: it is lifted for the whole read, under a lock, and max_pixels applies instead, so
+    # that a raised limit is honoured and a refusal names freelabel's limit
     with _PIL_LIMIT_LOCK:
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            return Image.open(path)
+            with Image.open(path) as image:
+                width, height = image.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise ImageReadError(f"cannot read image {path}: {width}x{height} is {width * height:,} pixels, "
+                                         f"more than the limit of {max_pixels:,} (--max-pixels)")
+                return _to_rgb(ImageOps.exif_transpose(image))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
+                MemoryError) as error:
+            raise ImageReadError(f"cannot read image {path}: {type(error).__name__}: {error}") from None
         finally:
             Image.MAX_IMAGE_PIXELS = limit
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -119,6 +115,8 @@ def prefetch_images(paths: Sequence[str | os.PathLike], lookahead: int = 4, max_
             return read_image(path, max_pixels)
         except ImageReadError as error:
             return error
+        except Exception as error:  # any decoder failure is this file's, never the run's  # noqa: BLE001
+            return ImageReadError(f"cannot read image {path}: {type(error).__name__}: {error}")
 
     paths = [Path(p) for p in paths]
     with ThreadPoolExecutor(max_workers=1) as pool:
