@@ -131,11 +131,8 @@ def dense_argmax(score_file: Path, classes: Sequence[str], truth_file: Path, sha
 
 
 def _read_class_list(path: str | Path) -> list[str]:
-    """``read_classes`` with an unreadable or empty file raised as ``FreelabelError`` naming it."""
-    try:
-        names = read_classes(path)
-    except (OSError, UnicodeDecodeError) as error:
-        raise FreelabelError(f"cannot read classes file {path}: {error}") from None
+    """``read_classes`` (which names the file when it cannot be read), with an empty list an error too."""
+    names = read_classes(path)
     if not names:
         raise FreelabelError(f"{path} lists no classes")
     return names

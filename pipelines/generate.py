@@ -72,7 +72,7 @@ def _inputs(images_dir: Path, labels_spec: str) -> _Inputs:
                              "than the extension")
     if isinstance(spec, list):
         try:  # one label list for every image: a bad label is the input's mistake, not one image's
-            shared = tuple(dict.fromkeys(check_label(label) for label in spec))
+            shared = _checked_labels(spec)
         except LabelError as error:
             raise FreelabelError(f"{labels_spec}: {error}") from None
     elif not set(spec) & set(names):
@@ -81,9 +81,8 @@ def _inputs(images_dir: Path, labels_spec: str) -> _Inputs:
                              "keys must be paths relative to the image folder")
     labels, problems, unlabelled = {}, {}, []
     for name in names:
-        given = shared if isinstance(spec, list) else spec.get(name, [])
-        try:
-            checked = tuple(dict.fromkeys(check_label(label) for label in given))
+        try:  # the shared list was checked once above
+            checked = shared if isinstance(spec, list) else _checked_labels(spec.get(name, []))
         except LabelError as error:
             problems[name] = {"stage": "labels", "reason": f"{name}: {error}"}
             continue
@@ -95,6 +94,11 @@ def _inputs(images_dir: Path, labels_spec: str) -> _Inputs:
     if len(classes) > IGNORE_INDEX:
         raise FreelabelError(f"{len(classes) - 1} distinct labels do not fit 8-bit masks (at most {IGNORE_INDEX - 1})")
     return _Inputs(labels, problems, unlabelled, classes)
+
+
+def _checked_labels(labels: list[str]) -> tuple[str, ...]:
+    """``labels`` each through ``check_label`` (``LabelError`` for the first bad one), duplicates dropped, in order."""
+    return tuple(dict.fromkeys(check_label(label) for label in labels))
 
 
 def _bind(out: Path, binding: dict[str, Any], overwrite: bool) -> bool:
@@ -113,12 +117,10 @@ def _bind(out: Path, binding: dict[str, Any], overwrite: bool) -> bool:
                          f"{out / JOB}). Use a new --out folder, or --overwrite to redo every image with the new ones.")
 
 
-def _clean_stray_files(out: Path) -> int:
-    """Remove the temporary files of writes a kill interrupted (see ``atomic_path``); returns how many."""
-    stray = [p for p in out.rglob(".*.tmp*") if p.is_file()]
-    for path in stray:
+def _clean_stray_files(out: Path) -> None:
+    """Remove the temporary files of writes a kill interrupted (see ``atomic_path``)."""
+    for path in [p for p in out.rglob(".*.tmp*") if p.is_file()]:
         path.unlink()
-    return len(stray)
 
 
 def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: GenerateConfig | None = None

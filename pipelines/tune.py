@@ -11,8 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from freelabel.clip.dense import check_supported
-from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.clip.loading import ClipConfig
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.files import provenance, read_json, write_json
 from freelabel.io.images import list_images
@@ -20,7 +19,8 @@ from freelabel.io.labels import read_classes
 from freelabel.io.masks import IGNORE_INDEX, read_mask
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.preset import Preset, resolve_preset, write_preset
-from freelabel.pseudo.tune import LabelledImage, ParallelScorer, scores_from_counts, search_stage, stage_grids
+from freelabel.pseudo.tune import (LabelledImage, ParallelScorer, model_depth, scores_from_counts, search_stage,
+                                  stage_grids)
 
 
 @dataclass
@@ -94,7 +94,7 @@ def tune(images_dir: str | Path, masks_dir: str | Path, classes_file: str | Path
     if progress.get("fingerprint") != fingerprint:
         raise FreelabelError(f"{progress_path} belongs to a search with other inputs or settings; remove it to "
                              "start over, or rerun with the same ones to resume")
-    depth = len(check_supported(load_clip(config.clip).model.visual).transformer.resblocks)
+    depth = model_depth(config.clip)
     # stage keys: "maps", "fusion", ... in the first round, "maps@2", ... in the second
     grids = {name if round_ == 1 else f"{name}@{round_}": grid for round_ in range(1, config.rounds + 1)
              for name, grid in stage_grids(depth).items()}

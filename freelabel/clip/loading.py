@@ -480,13 +480,12 @@ def _safetensors_problem(path: Path) -> str:
     return "is damaged"
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """A ``.safetensors`` file's tensors; ``CorruptCheckpointError`` when it is something else, truncated or
-    damaged."""
+def _read_safetensors(path: Path, kind: str) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file's tensors, given its ``_file_kind``; ``CorruptCheckpointError`` when it is something
+    else, truncated or damaged."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    kind = _file_kind(path)
     if kind in ("zip", "pickle"):
         raise CorruptCheckpointError(
             f"The checkpoint {path} is not a safetensors file: it is a PyTorch pickle (as torch.save writes) with a "
@@ -503,10 +502,10 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                                      f"safetensors ({_first_line(error)}). {CHECKPOINT_FIX}") from None
 
 
-def _read_pickle(path: Path) -> object:
-    """A pickled checkpoint, read with ``torch.load(weights_only=True)`` only; ``UnsafeCheckpointError`` for a
-    pickle that needs more than tensors, ``CorruptCheckpointError`` for one that is truncated or no checkpoint."""
-    kind = _file_kind(path)
+def _read_pickle(path: Path, kind: str) -> object:
+    """A pickled checkpoint, given its ``_file_kind``, read with ``torch.load(weights_only=True)`` only;
+    ``UnsafeCheckpointError`` for a pickle that needs more than tensors, ``CorruptCheckpointError`` for one that is
+    truncated or no checkpoint."""
     if kind == "safetensors":
         raise CorruptCheckpointError(
             f"The checkpoint {path} is a safetensors file with a {path.suffix or 'missing'} suffix, not a PyTorch "
@@ -538,10 +537,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``IncompatibleWeightsError`` for one that holds no state dict of tensors.
     """
     path = Path(path)
-    if _file_kind(path) == "empty":
+    kind = _file_kind(path)  # from the first bytes: what the file is, whatever its suffix says
+    if kind == "empty":
         raise CorruptCheckpointError(f"The checkpoint {path} is empty (0 bytes): the download or copy did not "
                                      f"finish. {CHECKPOINT_FIX}")
-    state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_pickle(path)
+    state = _read_safetensors(path, kind) if path.suffix == ".safetensors" else _read_pickle(path, kind)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

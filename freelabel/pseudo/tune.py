@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from freelabel.clip.dense import check_supported
 from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
 from freelabel.errors import ConfigError
 from freelabel.io.images import read_image
@@ -31,6 +32,11 @@ from freelabel.pseudo.labeler import Labeler
 
 # What the image pass depends on: candidates that differ only elsewhere share one set of image features.
 IMAGE_PASS_FIELDS = ("method", "surgery_blocks", "input_size", "scales", "flip", "window")
+
+
+def image_pass_key(config: LabelerConfig) -> tuple[str, ...]:
+    """The settings of ``config`` that its image pass depends on: configs with one key share cached features."""
+    return tuple(str(getattr(config, field)) for field in IMAGE_PASS_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ def score_images(labeler_for: Callable[[LabelerConfig], Labeler], configs: Seque
     """
     groups: dict[tuple, list[int]] = {}
     for index, config in enumerate(configs):
-        groups.setdefault(tuple(str(getattr(config, f)) for f in IMAGE_PASS_FIELDS), []).append(index)
+        groups.setdefault(image_pass_key(config), []).append(index)
     matrices = [{"mask": ConfusionMatrix(len(classes)), "dense": ConfusionMatrix(len(classes))} for _ in configs]
     for item in images:
         image, truth = read_image(item.image_path), read_mask(item.mask_path)
@@ -109,11 +115,17 @@ def _clip_in_worker(clip: ClipConfig) -> LoadedClip:
     return _worker_clip[1]
 
 
+def model_depth(clip: ClipConfig) -> int:
+    """The number of blocks of the model's image tower (an open_clip ViT), from the copy this process scores with
+    when it runs the search itself (``workers=1``), so the model is loaded once."""
+    return len(check_supported(_clip_in_worker(clip).model.visual).transformer.resblocks)
+
+
 def _labeler_cache(clip: LoadedClip) -> Callable[[LabelerConfig], Labeler]:
     labelers: dict[tuple, Labeler] = {}
 
     def labeler_for(config: LabelerConfig) -> Labeler:
-        key = tuple(str(getattr(config, f)) for f in IMAGE_PASS_FIELDS)
+        key = image_pass_key(config)
         if key not in labelers:
             labelers[key] = Labeler(clip, config=config)
         return labelers[key]
@@ -161,12 +173,6 @@ class ParallelScorer:
         if self._pool is not None and exc[0] is not None:
             self._pool.terminate()
         self.close()
-
-
-def describe(config: LabelerConfig, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The values ``overrides`` set in ``config``, JSON-ready (for reports)."""
-    return {key: getattr(config.crf, key[len("crf_"):], None) if key.startswith("crf_")
-            else (config.crf is not None if key == "use_crf" else getattr(config, key)) for key in overrides}
 
 
 def search_stage(start: LabelerConfig, grid: Sequence[dict[str, Any]], score: Callable[[list[LabelerConfig]], list]
