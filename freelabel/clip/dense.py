@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
@@ -85,21 +87,33 @@ class DenseClipEncoder(nn.Module):
 
         Returns global (B, D) and dense (B, D, H/p, W/p) embeddings in CLIP's joint space, not normalised.
         """
+        pooled, dense, _ = self.features(images)
+        return pooled, dense
+
+    def features(self, images: torch.Tensor, blocks: Sequence[int] = ()
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """``forward``'s global (B, D) and dense (B, D, H/p, W/p) embeddings, plus the patch tokens leaving each
+        block in ``blocks`` (indices into the tower's blocks, negative from the end): a list of (B, width, H/p, W/p)
+        float tensors, for decoders that read intermediate layers."""
         visual = self.visual
         x, (h, w) = self.embed(images)
         b = x.shape[0]
-        blocks = visual.transformer.resblocks
-        first_surgery = len(blocks) - self.surgery_blocks
-        dense = None
-        for index, block in enumerate(blocks):
+        resblocks = visual.transformer.resblocks
+        wanted = {index % len(resblocks) for index in blocks}
+        first_surgery = len(resblocks) - self.surgery_blocks
+        dense, taken = None, {}
+        for index, block in enumerate(resblocks):
             if index == first_surgery:
                 dense = x
             if dense is not None:
                 dense = dense + block.ls_1(self._value_value(block, block.ln_1(x)))
             x = block(x)
+            if index in wanted:
+                taken[index] = x[:, 1:].transpose(1, 2).reshape(b, -1, h, w)
         pooled, tokens = visual._pool(x)
         patches = visual.ln_post(dense[:, 1:]) if dense is not None else tokens
         if visual.final_ln_after_pool and dense is None:
             patches = visual.ln_post(patches)
         pooled, patches = pooled @ visual.proj, patches @ visual.proj
-        return pooled, patches.transpose(1, 2).reshape(b, -1, h, w)
+        intermediates = [taken[index % len(resblocks)] for index in blocks]
+        return pooled, patches.transpose(1, 2).reshape(b, -1, h, w), intermediates

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from freelabel.clip.loading import TOY_MODEL, LoadedClip
 from freelabel.errors import ConfigError
 from freelabel.io import atomic_path, provenance
+from freelabel.optim import param_groups, warmup_cosine
 from freelabel.toy.evaluate import class_accuracy, zero_shot_report
 from freelabel.toy.world import CLASS_NAMES, ToyWorldConfig, caption, scenes
 
@@ -117,22 +118,6 @@ def mimetic_init(transformer: torch.nn.Module, generator: torch.Generator, qk: t
             attention.out_proj.weight.copy_((s.sqrt()[:, None] * vh).T)
 
 
-def _learning_rate(config: ToyClipTrainConfig, progress: float) -> float:
-    if progress < config.warmup_fraction:
-        return config.lr * progress / config.warmup_fraction
-    rest = (progress - config.warmup_fraction) / (1 - config.warmup_fraction)
-    return config.lr * 0.5 * (1 + math.cos(math.pi * min(rest, 1.0)))
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices only (not on gains, biases or embeddings)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (decay if param.ndim >= 2 and "embedding" not in name else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None) -> dict:
     """Train the toy CLIP (supervised start, then contrastive; see the module docstring) and write, atomically,
     into ``out_dir``:
@@ -169,7 +154,7 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
     head = torch.nn.Linear(model.visual.output_dim, len(CLASS_NAMES))
     class_index = torch.tensor([CLASS_NAMES.index(names[0]) if len(names) == 1 else -1 for names in labels])
     single_object = torch.nonzero(class_index >= 0).flatten()
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay) + _param_groups(head, 0.0),
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay) + param_groups(head, 0.0),
                                   lr=config.lr, betas=(0.9, 0.98))
     budget = config.budget_minutes * 60
     curve: list[dict] = []
@@ -192,7 +177,7 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
     model.train()
     while (elapsed := time.monotonic() - train_start) < budget:
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, elapsed / budget)
+            group["lr"] = config.lr * warmup_cosine(elapsed / budget, config.warmup_fraction)
         supervised = elapsed < config.supervised_minutes * 60
         if supervised:
             index = single_object[torch.randint(0, len(single_object), (config.batch_size,), generator=generator)]

@@ -1,0 +1,113 @@
+"""Run folders: a trained segmenter as safetensors plus JSON (never a pickled model), and the training state.
+
+``RUN_DIR/run.json``      the full training config, architecture, vocabulary and versions (written first)
+``RUN_DIR/model.safetensors``  the segmenter's weights (the CLIP tower's too when it was fine-tuned)
+``RUN_DIR/state.safetensors`` + ``state.json``  weights, optimiser moments and position, to resume training
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from freelabel.errors import FreelabelError
+from freelabel.io.files import atomic_path, read_json, write_json
+
+RUN, MODEL, STATE, STATE_META = "run.json", "model.safetensors", "state.safetensors", "state.json"
+ENCODER_PREFIX = "encoder."
+
+
+def model_tensors(model: torch.nn.Module, with_encoder: bool) -> dict[str, torch.Tensor]:
+    """The state to save: every tensor of ``model``'s state dict, the CLIP tower's only if ``with_encoder`` (a
+    frozen tower is rebuilt from the CLIP weights instead)."""
+    return {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()
+            if with_encoder or not name.startswith(ENCODER_PREFIX)}
+
+
+def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise FreelabelError(f"cannot read {path}: {error}") from None
+
+
+def save_model(run_dir: Path, model: torch.nn.Module, with_encoder: bool) -> None:
+    """Write ``model.safetensors`` atomically."""
+    _save(run_dir / MODEL, model_tensors(model, with_encoder))
+
+
+def load_model_weights(run_dir: Path, model: torch.nn.Module) -> None:
+    """Load ``model.safetensors`` into ``model``: every head tensor must be there with its shape; tower tensors
+    are loaded when present (a fine-tuned tower). Raises ``FreelabelError`` naming what does not fit."""
+    tensors = _load(run_dir / MODEL)
+    expected = model.state_dict()
+    missing = [name for name in expected if not name.startswith(ENCODER_PREFIX) and name not in tensors]
+    unexpected = [name for name in tensors if name not in expected]
+    wrong = [name for name, tensor in tensors.items() if name in expected and tensor.shape != expected[name].shape]
+    if missing or unexpected or wrong:
+        raise FreelabelError(f"{run_dir / MODEL} does not fit the architecture in {run_dir / RUN}: "
+                             f"missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {wrong[:3]}")
+    model.load_state_dict(tensors, strict=False)
+
+
+def save_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, with_encoder: bool,
+               position: dict[str, Any]) -> None:
+    """Write the training state: weights and AdamW moments as tensors, ``position`` (epoch, batch, step, ...) and
+    each parameter's step count as JSON. The JSON is written last, so a state is whole when its JSON names it."""
+    tensors = {f"model.{name}": tensor for name, tensor in model_tensors(model, with_encoder).items()}
+    state = optimizer.state_dict()["state"]
+    steps = {}
+    for index, moments in state.items():
+        for key, value in moments.items():
+            if key == "step":
+                steps[str(index)] = float(value)
+            else:
+                tensors[f"optimizer.{index}.{key}"] = value.detach().contiguous().cpu()
+    _save(run_dir / STATE, tensors)
+    write_json(run_dir / STATE_META, {"position": position, "optimizer_steps": steps})
+
+
+def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """Restore ``save_state``'s weights and moments into ``model`` and ``optimizer``; returns the saved position,
+    or None when the folder holds no state."""
+    if not (run_dir / STATE_META).is_file():
+        return None
+    meta = read_json(run_dir / STATE_META)
+    tensors = _load(run_dir / STATE)
+    model.load_state_dict({name[len("model."):]: t for name, t in tensors.items() if name.startswith("model.")},
+                          strict=False)
+    device = next(model.parameters()).device
+    saved = optimizer.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for index, step in meta["optimizer_steps"].items():
+        state[int(index)] = {"step": torch.tensor(step)}
+    for name, tensor in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = tensor.to(device)
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    return meta["position"]
+
+
+def write_run(run_dir: Path, content: dict[str, Any]) -> None:
+    """Write ``run.json``: everything needed to rebuild the segmenter and to know how it was trained."""
+    write_json(run_dir / RUN, json.loads(json.dumps(content)))
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """Read a run folder's ``run.json``; raises ``FreelabelError`` when the folder holds no trained segmenter."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN).is_file() or not (run_dir / MODEL).is_file():
+        raise FreelabelError(f"{run_dir} is not a freelabel training run (no {RUN} and {MODEL}); train one with "
+                             "`freelabel train`")
+    return dict(read_json(run_dir / RUN))

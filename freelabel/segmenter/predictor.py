@@ -1,0 +1,113 @@
+"""The trained segmenter's façade: set an image once, then ask for masks of any labels, or of the labels it
+selects itself (as the ``Labeler`` does for pseudo-masks, and SAM's predictor for prompts)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
+from freelabel.errors import FreelabelError
+from freelabel.io.images import check_rgb
+from freelabel.pseudo.labeler import Segmentation
+from freelabel.pseudo.mask import confident_mask
+from freelabel.segmenter.checkpoint import load_model_weights, read_run
+from freelabel.segmenter.config import SegmenterConfig
+from freelabel.segmenter.data import resize_short_side
+from freelabel.segmenter.factory import create_segmenter
+from freelabel.segmenter.modeling import SelectedLabelSegmenter
+
+
+class Segmenter:
+    """Masks from a trained selected-label segmenter.
+
+    ``set_image`` runs the CLIP tower and the pixel decoder once and caches their features; ``segment(labels)``
+    then costs only the label embeddings (cached by the CLIP) and the light heads. With labels, only they and
+    background compete (any names, also ones never trained on); without, the model ranks its vocabulary by its
+    multi-label head and its top-k compete.
+    """
+
+    def __init__(self, model: SelectedLabelSegmenter, clip: LoadedClip, vocabulary: Sequence[str], input_size: int,
+                 ignore_threshold: float = 0.0):
+        """model: a segmenter on ``clip``'s tower. vocabulary: the labels it selects from when none are given.
+        input_size: the short side images are resized to (as in training). ignore_threshold: pixels whose
+        probability is below it become 255 (0 = never)."""
+        self.model, self.clip = model.eval(), clip
+        self.vocabulary = list(vocabulary)
+        self.input_size, self.ignore_threshold = input_size, ignore_threshold
+        self._features: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._size: tuple[int, int] | None = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str | None = None, clip_config: ClipConfig | None = None,
+                 vocabulary: Sequence[str] = ()) -> Segmenter:
+        """Load a ``freelabel train`` run folder. device: None = the one it was trained on if available, else
+        CPU. clip_config: where to find the CLIP weights (its model and tag must be the run's). vocabulary: more
+        labels to select from, after the run's training vocabulary."""
+        run = read_run(run_dir)
+        trained = ClipConfig(**run["clip"])
+        if clip_config is not None and (clip_config.model, clip_config.pretrained) != (trained.model,
+                                                                                         trained.pretrained):
+            raise FreelabelError(f"{run_dir} was trained on {trained.model} ({trained.pretrained}), not "
+                                 f"{clip_config.model} ({clip_config.pretrained})")
+        config = clip_config or trained
+        if device is not None:
+            config = dataclasses.replace(config, device=device)
+        elif config.device.startswith("cuda") and not torch.cuda.is_available():
+            config = dataclasses.replace(config, device="cpu")
+        clip = load_clip(config)
+        model = create_segmenter(clip, SegmenterConfig.from_dict(run["architecture"]))
+        load_model_weights(Path(run_dir), model)
+        return cls(model, clip, list(dict.fromkeys([*run["vocabulary"], *vocabulary])), run["train"]["input_size"])
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.device
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray) -> None:
+        """Compute and cache the features of ``image``: (H, W, 3) uint8 RGB."""
+        check_rgb(image)
+        self._size = image.shape[:2]
+        size = resize_short_side(self._size, self.input_size, self.model.input_multiple)
+        self._features = self.model.encode(self.clip.images_to_tensor([image], size=size))
+
+    @torch.no_grad()
+    def segment(self, labels: Sequence[str] | None = None, top_k: int | None = None) -> Segmentation:
+        """Masks for the cached image (see ``Segmentation``).
+
+        labels: the labels that compete with background (None or empty: the top-k of the vocabulary, ranked by
+        the multi-label head). top_k: how many labels compete at most (None: the model's). The result's ``labels``
+        are the competing labels (given ones in their order, selected ones by rank) and ``label_scores`` their
+        presence probabilities; ``scores`` are the per-label pixel probabilities.
+        """
+        if self._features is None:
+            raise FreelabelError("call set_image(image) before segment(labels)")
+        given = list(labels or [])
+        if any(not isinstance(label, str) or not label.strip() for label in given):
+            raise FreelabelError(f"labels must be non-empty strings, got {given!r}")
+        candidates = given or self.vocabulary
+        if not candidates:
+            raise FreelabelError("no labels given and the model has no vocabulary to select from")
+        k = min(top_k or self.model.config.top_k, self.model.config.top_k, len(candidates))
+        text = self.clip.encode_labels(candidates)
+        out = self.model.decode(*self._features, text, top_k=k)
+        order = out.selected[0].tolist()
+        logits = out.pixel_logits
+        if given:  # back to the caller's order
+            rank_of = {candidate: rank for rank, candidate in enumerate(order)}
+            keep = [0] + [1 + rank_of[i] for i in range(len(given)) if i in rank_of]
+            order = [i for i in range(len(given)) if i in rank_of]
+            logits = logits[:, keep]
+        logits = F.interpolate(logits, size=self._size, mode="bilinear", align_corners=False)[0]
+        probabilities = torch.softmax(logits, dim=0)
+        mask = confident_mask(probabilities, self.ignore_threshold)
+        presence = torch.sigmoid(out.label_logits[0, order])
+        return Segmentation(labels=[candidates[i] for i in order], scores=probabilities[1:].cpu().numpy(),
+                            probabilities=probabilities.cpu().numpy(), mask=mask.cpu().numpy(),
+                            label_scores=presence.cpu().numpy())

@@ -1,0 +1,459 @@
+"""Training the selected-label segmenter on pseudo-masks (``freelabel train``).
+
+One run folder is one training run. Its ``run.json`` is written before the first step; ``state.*`` is saved at
+every epoch end and every ``checkpoint_minutes``, so a killed run resumes from its last state to the weights an
+uninterrupted run reaches (on CPU, where kernels are deterministic). Launched by ``torchrun`` (``WORLD_SIZE`` > 1)
+the same command trains with DistributedDataParallel: each process takes its share of every global batch, and
+process 0 alone validates and writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.errors import ConfigError, FreelabelError
+from freelabel.io.files import append_jsonl, provenance, read_json, read_jsonl
+from freelabel.io.images import MAX_PIXELS, read_image
+from freelabel.io.labels import class_lookup, read_classes
+from freelabel.io.masks import IGNORE_INDEX, read_mask
+from freelabel.metrics import ConfusionMatrix
+from freelabel.optim import param_groups, warmup_cosine
+from freelabel.segmenter.checkpoint import RUN, load_state, save_model, save_state, write_run
+from freelabel.segmenter.config import SegmenterConfig
+from freelabel.segmenter.data import (AugmentedPseudoMasks, PseudoMaskSet, read_pseudo_masks, split,
+                                      vocabulary_lookup)
+from freelabel.segmenter.factory import architecture_config, create_segmenter
+from freelabel.segmenter.modeling import SegmenterOutput
+from freelabel.segmenter.predictor import Segmenter
+
+PRESET_DIR = Path(__file__).parent / "presets"
+METRICS, ERRORS = "metrics.jsonl", "errors.jsonl"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """How the segmenter is trained. The field defaults are the library's; a model may ship its own
+    (``freelabel/segmenter/presets/<model>.json``, see ``train_preset``). Saved in ``run.json``."""
+
+    clip: ClipConfig = field(default_factory=ClipConfig)  # whose image tower is the backbone, whose text tower names
+    architecture: str = "rankseg"  # a config in freelabel/segmenter/configs
+    top_k: int | None = None  # labels selected per image; None = the architecture's
+    rank_norm: bool | None = None  # rank-adaptive temperatures; None = the architecture's
+    images_dir: str | None = None  # the pseudo-masks' images; None = the folder their manifest names
+    epochs: int = 20  # passes over the training split; the learning-rate schedule spans them
+    max_minutes: float | None = None  # stop (with a saved state) after this much training time; None = no limit
+    batch_size: int = 16  # images per optimiser step, over all processes
+    lr: float = 3e-4  # peak AdamW learning rate of the decoder and heads
+    backbone_lr_scale: float = 0.1  # the CLIP tower's learning rate relative to lr; 0 = frozen
+    weight_decay: float = 0.05  # AdamW weight decay on matrices
+    warmup_fraction: float = 0.05  # share of the steps spent warming the learning rate up linearly
+    grad_clip: float = 1.0  # gradient norm clip; 0 = none
+    input_size: int | None = None  # short side of images in training and prediction; None = the CLIP's size
+    crop_size: int | None = None  # side of the square training crops; None = input_size
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescaling of the short side around input_size
+    multilabel_weight: float = 5.0  # weight of the multi-label (asymmetric) loss against the pixel loss
+    given_labels_fraction: float = 0.5  # share of images trained as `predict --labels` sees them: candidates are
+    # the labels of their mask; the rest rank the whole vocabulary (`predict` without labels)
+    holdout_labels: tuple[str, ...] = ()  # labels left out of training: removed from the vocabulary, pixels ignored
+    val_fraction: float = 0.1  # images held out of training to validate against their pseudo-masks
+    val_masks: str | None = None  # a folder of real masks (same names, classes.txt) to validate against as well
+    precision: str = "auto"  # fp32, bf16 (autocast) or auto (bf16 on GPU, fp32 on CPU)
+    workers: int = 2  # data-loading processes per training process
+    checkpoint_minutes: float = 10.0  # save the training state at least this often (and at every epoch end)
+    seed: int = 0  # data split, order, augmentation and head initialisation
+    max_pixels: int | None = MAX_PIXELS  # larger images are refused unread
+
+    def __post_init__(self) -> None:
+        if isinstance(self.clip, dict):
+            self.clip = ClipConfig(**self.clip)
+        self.scale_range = tuple(self.scale_range)
+        self.holdout_labels = tuple(self.holdout_labels)
+        positive_ints = ("epochs", "batch_size", "input_size", "crop_size", "top_k")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "max_minutes", "checkpoint_minutes"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        for name in ("backbone_lr_scale", "weight_decay", "grad_clip", "multilabel_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        for name in ("warmup_fraction", "val_fraction", "given_labels_fraction"):
+            if not 0 <= getattr(self, name) < 1 + (name == "given_labels_fraction"):
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ConfigError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be at least 0, got {self.workers}")
+        self.segmenter_config()  # the architecture name and its overrides
+
+    def segmenter_config(self) -> SegmenterConfig:
+        """The architecture with this config's ``top_k`` and ``rank_norm`` on top."""
+        overrides = {name: getattr(self, name) for name in ("top_k", "rank_norm") if getattr(self, name) is not None}
+        return architecture_config(self.architecture, **overrides)
+
+
+def train_preset(model: str) -> dict[str, Any]:
+    """The training settings a model ships (``freelabel/segmenter/presets/<model>.json``: TrainConfig fields),
+    or {} for the library defaults."""
+    path = PRESET_DIR / f"{model}.json"
+    return dict(read_json(path)) if path.is_file() else {}
+
+
+def train_config(clip: ClipConfig, **overrides: Any) -> TrainConfig:
+    """TrainConfig for ``clip``: the library defaults, then the model's preset, then ``overrides`` (unknown
+    fields raise ``ConfigError``)."""
+    values = {**train_preset(clip.model), **overrides}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}")
+    return TrainConfig(clip=clip, **values)
+
+
+def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, gamma_neg: float = 2.0,
+                    gamma_pos: float = 0.0, clip: float = 0.05) -> torch.Tensor:
+    """Asymmetric loss (Ridnik et al., 2021; RankSeg's multi-label loss): negatives' probabilities are shifted
+    down by ``clip`` and focused by ``gamma_neg``, so the many absent labels do not drown the few present ones.
+
+    logits, targets, weights: (B, N) float, targets in {0, 1}, weights 0 for entries that do not count. Returns
+    the weighted mean over entries (0 when none counts).
+    """
+    probability = torch.sigmoid(logits.float())
+    shifted = (probability - clip).clamp(min=0)
+    positive = targets * torch.log(probability.clamp(min=1e-8)) * (1 - probability).pow(gamma_pos)
+    negative = (1 - targets) * torch.log((1 - shifted).clamp(min=1e-8)) * shifted.pow(gamma_neg)
+    return -((positive + negative) * weights).sum() / weights.sum().clamp(min=1)
+
+
+def ranked_targets(mask: torch.Tensor, selected: torch.Tensor, selected_valid: torch.Tensor, num_labels: int
+                   ) -> torch.Tensor:
+    """Pixel targets in rank space: mask (B, H, W) int64 in 0..num_labels (0 background) or 255; selected,
+    selected_valid (B, k). Returns (B, H, W) int64: 0 background, 1 + j for the label ranked j, 255 for ignored
+    pixels and pixels whose label is not selected (RankSeg leaves those out of the pixel loss)."""
+    b, k = selected.shape
+    table = torch.full((b, num_labels + 2), IGNORE_INDEX, dtype=torch.long, device=mask.device)
+    table[:, 0] = 0
+    ranks = torch.arange(1, k + 1, device=mask.device).expand(b, -1)
+    table.scatter_(1, 1 + selected, torch.where(selected_valid, ranks, IGNORE_INDEX))
+    index = torch.where(mask == IGNORE_INDEX, num_labels + 1, mask).flatten(1)
+    return table.gather(1, index).view_as(mask)
+
+
+def present_labels(mask: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """(B, num_labels) float: 1 where a label (1..num_labels in the (B, H, W) mask) covers any pixel."""
+    counts = F.one_hot(torch.where(mask == IGNORE_INDEX, 0, mask).flatten(1), num_labels + 1).sum(1)
+    return (counts[:, 1:] > 0).float()
+
+
+def segmenter_loss(out: SegmenterOutput, mask: torch.Tensor, given: torch.Tensor, usable: torch.Tensor,
+                   num_labels: int, multilabel_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Pixel cross-entropy over background and the selected labels (upsampled logits, 255 ignored) plus the
+    weighted asymmetric multi-label loss on images that ranked the whole vocabulary. mask: (B, H, W) int64;
+    given, usable: (B,) bool. Returns the loss and its parts as floats."""
+    targets = ranked_targets(mask, out.selected, out.selected_valid, num_labels)
+    targets[~usable] = IGNORE_INDEX
+    logits = F.interpolate(out.pixel_logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
+    if (targets != IGNORE_INDEX).any():
+        pixel = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+    else:  # keeps every parameter in the graph (DistributedDataParallel needs that)
+        pixel = logits.sum() * 0
+    weights = ((~given) & usable).float()[:, None].expand_as(out.label_logits)
+    multilabel = asymmetric_loss(out.label_logits, present_labels(mask, num_labels), weights)
+    return pixel + multilabel_weight * multilabel, {"pixel": pixel.item(), "multilabel": multilabel.item()}
+
+
+@dataclass
+class _Context:
+    """What one process of a run needs."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _context(config: TrainConfig) -> _Context:
+    """Join the process group when launched by torchrun; pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return _Context(device=torch.device(config.clip.device))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = config.clip.device.startswith("cuda")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return _Context(rank, world, device)
+
+
+def _collate(items: list[tuple[torch.Tensor, torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items]
+
+
+class _SafeItems(torch.utils.data.Dataset):
+    """Items that cannot be read become an all-ignored blank with the error's message, so one bad file costs
+    one line in errors.jsonl, not the run."""
+
+    def __init__(self, data: AugmentedPseudoMasks):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        try:
+            pixels, labels = self.data[position]
+            return pixels, labels, ""
+        except FreelabelError as error:
+            crop = self.data.crop
+            blank = torch.full((crop, crop), IGNORE_INDEX, dtype=torch.long)
+            return torch.zeros(3, crop, crop, dtype=torch.uint8), blank, str(error)
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The epoch's global batches: a seeded permutation cut into full batches (the remainder is dropped, so every
+    process sees batches of one size)."""
+    order = np.random.default_rng((seed, epoch)).permutation(n).tolist()
+    return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+class _ValidationSet:
+    """Validation images and their masks in the vocabulary's index (255 ignored)."""
+
+    def __init__(self, images: list[Path], masks: list[Path], lookup: np.ndarray, max_pixels: int | None):
+        self.images, self.masks, self.lookup, self.max_pixels = images, masks, lookup, max_pixels
+
+    def score(self, segmenter: Segmenter, vocabulary: list[str]) -> dict[str, float]:
+        """mIoU of the segmenter's own selection and of the masks' own labels given (ignored = wrong)."""
+        own, given = ConfusionMatrix(len(vocabulary) + 1), ConfusionMatrix(len(vocabulary) + 1)
+        names = ["background", *vocabulary]
+        for image_path, mask_path in zip(self.images, self.masks):
+            try:
+                image, truth = read_image(image_path, self.max_pixels), self.lookup[read_mask(mask_path)]
+            except FreelabelError:
+                continue  # reported by the training loader when it meets the file
+            if truth.shape != image.shape[:2]:
+                continue
+            segmenter.set_image(image)
+            present = [vocabulary[i - 1] for i in np.unique(truth) if 0 < i < IGNORE_INDEX]
+            for matrix, labels in ((own, None), (given, present)):
+                if labels == []:  # nothing to give: all background
+                    matrix.update(np.zeros_like(truth), truth)
+                    continue
+                result = segmenter.segment(labels)
+                to_vocabulary = class_lookup(["background", *result.labels], names, unknown=len(names))
+                matrix.update(to_vocabulary[result.mask], truth)
+        return {"miou": round(own.miou(), 4), "miou_given_labels": round(given.miou(), 4)}
+
+
+def _validation_sets(config: TrainConfig, data: PseudoMaskSet, val_indices: list[int], lookup: np.ndarray,
+                     vocabulary: list[str]) -> dict[str, _ValidationSet]:
+    sets = {}
+    if val_indices:
+        sets["val"] = _ValidationSet([data.image_path(i) for i in val_indices], [data.masks[i] for i in val_indices],
+                                     lookup, config.max_pixels)
+    if config.val_masks:
+        folder = Path(config.val_masks)
+        classes = read_classes(folder / "classes.txt") if (folder / "classes.txt").is_file() else data.classes
+        pairs = [(data.image_path(i), folder / Path(name).with_suffix(".png")) for i, name in enumerate(data.names)]
+        pairs = [(image, mask) for image, mask in pairs if mask.is_file()]
+        if not pairs:
+            raise FreelabelError(f"--val-masks {folder} holds no mask named like the training images")
+        sets["val_masks"] = _ValidationSet([p[0] for p in pairs], [p[1] for p in pairs],
+                                           vocabulary_lookup(classes, vocabulary), config.max_pixels)
+    return sets
+
+
+def _check_run_dir(run_dir: Path, content: dict[str, Any]) -> None:
+    """A run folder holds one run: resuming with other data or settings is refused."""
+    if (run_dir / RUN).is_file():
+        previous = read_json(run_dir / RUN)
+        keys = ("data", "vocabulary", "train", "architecture", "clip")
+        changed = [key for key in keys if previous.get(key) != content[key]]
+        # max_minutes, workers and checkpoint_minutes may change between a run and its resumption
+        resumable = {"max_minutes", "workers", "checkpoint_minutes"}
+        if changed == ["train"]:
+            differing = {k for k in content["train"] if previous["train"].get(k) != content["train"][k]}
+            changed = [] if differing <= resumable else sorted(differing - resumable)
+        if changed:
+            raise FreelabelError(f"{run_dir} holds another training run ({', '.join(changed)} differ; see "
+                                 f"{run_dir / RUN}); choose a new --out folder")
+
+
+def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> dict[str, Any]:
+    """Train a segmenter on the pseudo-masks of a ``generate`` folder; write the run folder (see the checkpoint
+    module): ``run.json``, ``model.safetensors``, ``state.*``, ``metrics.jsonl`` (one line per epoch: losses,
+    images/s, validation mIoU) and ``errors.jsonl`` (images that could not be read). Resumes when ``run_dir``
+    holds a state of the same run. Returns the last metrics line."""
+    pseudo_dir, run_dir = Path(pseudo_dir), Path(run_dir)
+    context = _context(config)
+    data = read_pseudo_masks(pseudo_dir, config.images_dir)
+    unknown = [label for label in config.holdout_labels if label not in data.classes[1:]]
+    if unknown:
+        raise FreelabelError(f"held-out label(s) {', '.join(map(repr, unknown))} are not in {pseudo_dir}/classes.txt")
+    vocabulary = [name for name in data.classes[1:] if name not in config.holdout_labels]
+    if not vocabulary:
+        raise FreelabelError(f"{pseudo_dir} has no labels to train on")
+    train_indices, val_indices = split(len(data.names), config.val_fraction, config.seed)
+    if len(train_indices) < config.batch_size:
+        raise FreelabelError(f"{len(train_indices)} training images are fewer than one batch ({config.batch_size}); "
+                             "lower --batch-size")
+    if config.batch_size % context.world:
+        raise FreelabelError(f"batch size {config.batch_size} does not split over {context.world} processes")
+    architecture = config.segmenter_config()
+    clip = load_clip(dataclasses.replace(config.clip, device=str(context.device)))
+    input_size = config.input_size or min(clip.image_size)
+    resolved = dataclasses.replace(config, input_size=input_size, crop_size=config.crop_size or input_size)
+    content = {"data": {"pseudo_masks": str(pseudo_dir), "images": str(data.images_dir), "images_count":
+                        len(data.names), "train": len(train_indices), "val": len(val_indices)},
+               "vocabulary": vocabulary, "classes": data.classes, "architecture": architecture.to_dict(),
+               "clip": dataclasses.asdict(config.clip), "train": dataclasses.asdict(resolved), **provenance()}
+    content = _json_ready(content)
+    torch.manual_seed(config.seed)
+    model = create_segmenter(clip, architecture)
+    if resolved.crop_size % model.input_multiple:
+        raise FreelabelError(f"crop size {resolved.crop_size} must be a multiple of {model.input_multiple} (the "
+                             "patch size and the decoder's 1/4)")
+    if context.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_run_dir(run_dir, content)
+        write_run(run_dir, content)
+    frozen = config.backbone_lr_scale == 0
+    model.encoder.requires_grad_(not frozen)
+    groups = param_groups(torch.nn.ModuleList([m for n, m in model.named_children() if n != "encoder"]),
+                          config.weight_decay, lr=config.lr)
+    if not frozen:
+        groups += param_groups(model.encoder, config.weight_decay, lr=config.lr * config.backbone_lr_scale)
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999))
+    position = load_state(run_dir, model, optimizer) or {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0}
+    if context.main and position["step"] == 0:
+        (run_dir / METRICS).unlink(missing_ok=True)
+        (run_dir / ERRORS).unlink(missing_ok=True)
+    wrapped = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.device] if
+                                                         context.device.type == "cuda" else None)
+               if context.world > 1 else model)
+
+    lookup = vocabulary_lookup(data.classes, vocabulary)
+    dataset = AugmentedPseudoMasks(data, train_indices, lookup, config.seed, input_size, resolved.crop_size,
+                                   config.scale_range, config.max_pixels)
+    validation = _validation_sets(config, data, val_indices, lookup, vocabulary) if context.main else {}
+    text = clip.encode_labels(vocabulary)
+    mean = torch.tensor(clip.mean, device=context.device).view(1, 3, 1, 1)
+    std = torch.tensor(clip.std, device=context.device).view(1, 3, 1, 1)
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and context.device.type == "cuda")
+    steps_per_epoch = len(train_indices) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    per_process = config.batch_size // context.world
+    reported = {entry["path"] for entry in read_jsonl(run_dir / ERRORS)} if context.main else set()
+    metrics: dict[str, Any] = {}
+    started, last_save = time.monotonic() - position["seconds"], time.monotonic()
+    stop = False
+    progress = tqdm(total=total_steps, initial=position["step"], desc="training", unit="step",
+                    disable=None if context.main else True)
+    while position["epoch"] < config.epochs and not stop:
+        epoch = position["epoch"]
+        dataset.epoch = epoch
+        batches = _batches(len(train_indices), config.batch_size, config.seed, epoch)[position["batch"]:]
+        shard = [batch[context.rank * per_process:(context.rank + 1) * per_process] for batch in batches]
+        loader = torch.utils.data.DataLoader(_SafeItems(dataset), batch_sampler=shard, num_workers=config.workers,
+                                             collate_fn=_collate)
+        sums, images_seen, epoch_started = {"loss": 0.0, "pixel": 0.0, "multilabel": 0.0}, 0, time.monotonic()
+        batches_run = 0
+        wrapped.train()
+        if frozen:
+            model.encoder.eval()
+        for pixels, mask, errors in loader:
+            factor = warmup_cosine(position["step"] / max(1, total_steps), config.warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            pixels = (pixels.to(context.device).float() / 255 - mean) / std
+            mask = mask.to(context.device)
+            usable = torch.tensor([not e for e in errors], device=context.device)
+            draws = np.random.default_rng((config.seed, position["step"], context.rank)).random(len(mask))
+            given = torch.from_numpy(draws < config.given_labels_fraction).to(context.device)
+            present = present_labels(mask, len(vocabulary)).bool()
+            # images trained as `predict --labels` sees them compete among their own labels only
+            valid = torch.where(given[:, None], present, torch.ones_like(present))
+            valid[~valid.any(1)] = True  # an image with no label present ranks the whole vocabulary
+            with torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = wrapped(pixels, text, valid)
+            loss, parts = segmenter_loss(out, mask, given, usable, len(vocabulary), config.multilabel_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for group in groups for p in group["params"]], config.grad_clip)
+            optimizer.step()
+            position["step"] += 1
+            position["batch"] += 1
+            batches_run += 1
+            images_seen += len(mask) * context.world
+            for key, value in (("loss", loss.item()), *parts.items()):
+                sums[key] += value
+            seconds = time.monotonic() - epoch_started
+            progress.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{images_seen / max(seconds, 1e-9):.1f}")
+            progress.update(1)
+            if context.main:
+                for error in errors:
+                    if error and error not in reported:
+                        reported.add(error)
+                        append_jsonl(run_dir / ERRORS, {"stage": "read", "message": error})
+            stop = config.max_minutes is not None and time.monotonic() - started >= config.max_minutes * 60
+            if stop or time.monotonic() - last_save >= config.checkpoint_minutes * 60:
+                break
+        epoch_done = position["batch"] >= steps_per_epoch
+        position["seconds"] = time.monotonic() - started
+        if epoch_done:
+            position["epoch"], position["batch"] = epoch + 1, 0
+        if context.main:
+            if epoch_done:
+                seconds = time.monotonic() - epoch_started
+                metrics = {"epoch": epoch + 1, "step": position["step"],
+                           **{k: round(v / max(1, batches_run), 4) for k, v in sums.items()},
+                           "lr": round(config.lr * factor, 8), "images_per_second": round(images_seen / seconds, 2),
+                           "minutes": round(position["seconds"] / 60, 2)}
+                segmenter = Segmenter(model, clip, vocabulary, input_size)
+                for name, validation_set in validation.items():
+                    metrics.update({f"{name}_{k}": v for k, v in validation_set.score(segmenter, vocabulary).items()})
+                append_jsonl(run_dir / METRICS, metrics)
+                tqdm.write(" ".join(f"{k}={v}" for k, v in metrics.items()))
+            save_model(run_dir, model, with_encoder=not frozen)
+            save_state(run_dir, model, optimizer, not frozen, position)
+        last_save = time.monotonic()
+        if context.world > 1:
+            dist.barrier()
+    progress.close()
+    if context.main and not metrics:
+        metrics = (read_jsonl(run_dir / METRICS) or [{}])[-1]
+    return metrics
+
+
+def _json_ready(content: dict[str, Any]) -> dict[str, Any]:
+    """``content`` as it reads back from JSON (tuples become lists), so a resumed run compares equal."""
+    return json.loads(json.dumps(content))
+
