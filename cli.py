@@ -220,6 +220,74 @@ def evaluate(pred: str, gt: str, classes: str, as_json: bool, allow_missing: boo
     click.echo(json.dumps(report) if as_json else format_report(report))
 
 
+@main.command("train")
+@_friendly_errors
+@click.argument("pseudo_masks", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False),
+              help="The images, if not where the pseudo-masks' manifest says.")
+@click.option("--architecture", help="Segmenter architecture config (freelabel/segmenter/configs).")
+@click.option("--epochs", type=int, help="Passes over the training split.")
+@click.option("--max-minutes", type=float, help="Stop (resumable) after this much training time.")
+@click.option("--batch-size", type=int, help="Images per step, over all processes.")
+@click.option("--lr", type=float, help="Peak learning rate of the decoder and heads.")
+@click.option("--backbone-lr-scale", type=float, help="CLIP tower's learning rate relative to --lr; 0 = frozen.")
+@click.option("--input-size", type=int, help="Short side of images in training and prediction.")
+@click.option("--crop-size", type=int, help="Side of the square training crops.")
+@click.option("--top-k", type=int, help="Labels selected per image.")
+@click.option("--rank-norm/--no-rank-norm", default=None, help="Rank-adaptive temperatures.")
+@click.option("--holdout-labels", help="Labels left out of training (pixels ignored), e.g. 'cat,dog'.")
+@click.option("--val-fraction", type=float, help="Images held out to validate against their pseudo-masks.")
+@click.option("--val-masks", type=click.Path(exists=True, file_okay=False),
+              help="Real masks (same names, classes.txt) to validate against too.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), help="bf16 autocast on GPU by default.")
+@click.option("--workers", type=int, help="Data-loading processes.")
+@click.option("--seed", type=int, help="Split, order, augmentation and initialisation seed.")
+@clip_options
+def train_command(pseudo_masks: str, out: str, images: str | None, holdout_labels: str | None, clip: ClipConfig,
+                  **options: Any) -> None:
+    """Train a selected-label segmenter on a `freelabel generate` output folder (PSEUDO_MASKS), on the CLIP that
+    made it unless --model says otherwise. A killed run resumes from its last state when run again; under
+    `torchrun --nproc-per-node N --no-python freelabel train ...` it trains on N processes."""
+    from freelabel.pipelines.train import train_run
+
+    given_clip = {key: value for key, value in dataclasses.asdict(clip).items()
+                  if value != getattr(ClipConfig(), key)}
+    model_given = "model" in given_clip or "pretrained" in given_clip
+    overrides = _given(images_dir=images, holdout_labels=_words(holdout_labels), **options)
+    config, metrics = train_run(pseudo_masks, out, clip if model_given else None, given_clip, **overrides)
+    click.echo(f"trained {metrics.get('epoch', 0)} epochs on {config.clip.model}: "
+               + ", ".join(f"{k} {v}" for k, v in metrics.items() if k.startswith("val") or k == "loss")
+               + f" -> {out}")
+
+
+@main.command()
+@_friendly_errors
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("images", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
+@click.option("--labels", "labels_spec",
+              help="Labels per image (as generate takes them; any names). Without: the model selects its own.")
+@click.option("--top-k", type=int, help="Labels competing per image at most.")
+@click.option("--vocab", help="More labels to select from (file or 'a,b'), after the training vocabulary.")
+@click.option("--device", help="Torch device; by default the run's if available, else cpu.")
+@click.option("--save-scores", is_flag=True, default=None, help="Also save float16 probabilities per image.")
+@click.option("--overwrite", is_flag=True, default=None, help="Redo every image; needed to reuse a folder.")
+@click.option("--max-pixels", type=int, help="Refuse larger images unread (decompression bombs).")
+def predict(run: str, images: str, out: str, labels_spec: str | None, **options: Any) -> None:
+    """Masks for every image below IMAGES from the segmenter trained in RUN, in generate's format. Exit code 0:
+    every image done; 1: some images failed (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
+    from freelabel.pipelines.generate import ERRORS
+    from freelabel.pipelines.predict import PredictConfig, predict as run_predict
+
+    summary = run_predict(run, images, out, labels_spec, PredictConfig(**_given(**options)))["summary"]
+    failed = summary["failed"]
+    click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {failed} failed "
+               f"in {summary['seconds']} s -> {out}" + (f"; failures in {Path(out) / ERRORS}" if failed else ""))
+    if failed:
+        raise SystemExit(1)
+
+
 @main.group()
 def toy() -> None:
     """The toy world: synthetic scenes and clips with exact masks, and the toy CLIP."""

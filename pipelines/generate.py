@@ -15,9 +15,9 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.files import append_jsonl, provenance, read_json, read_jsonl, write_json, write_jsonl
 from freelabel.io.images import MAX_PIXELS, list_images
@@ -25,7 +25,7 @@ from freelabel.io.labels import LabelError, check_label, read_image_labels, writ
 from freelabel.io.masks import IGNORE_INDEX
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import resolve_preset
-from freelabel.run.job import ImageJob
+from freelabel.run.job import ImageJob, ImageSegmenter
 from freelabel.run.local import run_local
 
 JOB, JOURNAL, MANIFEST, ERRORS = "job.json", "journal.jsonl", "manifest.json", "errors.jsonl"
@@ -49,7 +49,7 @@ class GenerateConfig:
 
 
 @dataclass
-class _Inputs:
+class Inputs:
     """The images and their checked labels."""
 
     labels: dict[str, tuple[str, ...]]  # image -> its labels, for images that can be labelled
@@ -58,7 +58,7 @@ class _Inputs:
     classes: list[str]  # the global class index: background, then labels in order of first appearance
 
 
-def _inputs(images_dir: Path, labels_spec: str) -> _Inputs:
+def read_inputs(images_dir: Path, labels_spec: str) -> Inputs:
     """Read the label file and list the images; file-level problems raise, per-image ones are collected."""
     spec = read_image_labels(labels_spec)
     names = [str(p) for p in list_images(images_dir)]
@@ -93,7 +93,7 @@ def _inputs(images_dir: Path, labels_spec: str) -> _Inputs:
     classes = ["background", *dict.fromkeys(label for image_labels in labels.values() for label in image_labels)]
     if len(classes) > IGNORE_INDEX:
         raise FreelabelError(f"{len(classes) - 1} distinct labels do not fit 8-bit masks (at most {IGNORE_INDEX - 1})")
-    return _Inputs(labels, problems, unlabelled, classes)
+    return Inputs(labels, problems, unlabelled, classes)
 
 
 def _checked_labels(labels: list[str]) -> tuple[str, ...]:
@@ -139,21 +139,55 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: 
     config = config or GenerateConfig()
     images_dir, out = Path(images_dir), Path(out)
     preset, labeler_config = resolve_preset(config.clip.model, config.preset, config.overrides)
+    check_out_dir(images_dir, out)
+    inputs = read_inputs(images_dir, labels_spec)
+    settings = {"model": config.clip.model, "pretrained": config.clip.pretrained, "labeler": labeler_config.to_dict(),
+                "save_scores": config.save_scores, "max_pixels": config.max_pixels}
+    clip: list[LoadedClip] = []
+
+    def labeler() -> Labeler:
+        clip.append(load_clip(config.clip))
+        return Labeler(clip[0], config=labeler_config)
+
+    manifest = {"config": asdict(config), "preset": preset.to_dict(), "labeler": labeler_config.to_dict(),
+                "images_dir": str(images_dir), "labels": labels_spec}
+    return label_folder(images_dir, inputs, out, settings, labeler, manifest,
+                        FolderOptions(config.save_scores, config.overwrite, config.max_pixels),
+                        lambda: {"model": clip[0].pretrained})
+
+
+def check_out_dir(images_dir: Path, out: Path) -> None:
+    """Refuse an output folder that is, or is inside, the image folder."""
     if out.resolve() == images_dir.resolve() or images_dir.resolve() in out.resolve().parents:
         raise FreelabelError(f"--out {out} is inside the image folder {images_dir}: masks would overwrite images of "
                              "the same name and be read as images by the next run; choose a folder outside it")
-    inputs = _inputs(images_dir, labels_spec)
+
+
+@dataclass
+class FolderOptions:
+    """How a folder of masks is written (``generate`` and ``predict`` alike)."""
+
+    save_scores: bool = False  # also write float16 probabilities per image to scores/<image>.npz
+    overwrite: bool = False  # redo every image, and rebind the folder to new labels or settings
+    max_pixels: int | None = MAX_PIXELS  # larger images are refused unread
+
+
+def label_folder(images_dir: Path, inputs: Inputs, out: Path, settings: dict[str, Any],
+                 make_segmenter: Callable[[], ImageSegmenter], manifest: dict[str, Any], options: FolderOptions,
+                 loaded: Callable[[], dict[str, Any]] = dict) -> dict:
+    """The job loop shared by ``generate`` and ``predict``: bind ``out`` to the classes, every image's labels and
+    ``settings`` (refused when it holds another job, unless ``options.overwrite``), build the segmenter (after every
+    check), segment the images not yet done, and rebuild ``manifest.json`` (``manifest`` plus what ``loaded()``
+    returns once the model is built, the classes, versions and per-image status) and ``errors.jsonl``."""
     # every image's labels (None: none usable) are bound by their hash, so that changing one image's labels is
     # refused like changing the class index
     image_labels = {name: list(labels) for name, labels in inputs.labels.items()}
     image_labels.update({name: None for name in [*inputs.problems, *inputs.unlabelled]})
     labels_hash = hashlib.sha256(json.dumps(image_labels, sort_keys=True).encode()).hexdigest()
-    binding = json.loads(json.dumps({"classes": inputs.classes, "image_labels": labels_hash, "settings": {
-        "model": config.clip.model, "pretrained": config.clip.pretrained, "labeler": labeler_config.to_dict(),
-        "save_scores": config.save_scores, "max_pixels": config.max_pixels}}))  # as it reads back from job.json
-    rebind = _bind(out, binding, config.overwrite)
-    clip = load_clip(config.clip)
-    labeler = Labeler(clip, config=labeler_config)
+    binding = json.loads(json.dumps({"classes": inputs.classes, "image_labels": labels_hash,
+                                     "settings": settings}))  # as it reads back from job.json
+    rebind = _bind(out, binding, options.overwrite)
+    segmenter = make_segmenter()
     out.mkdir(parents=True, exist_ok=True)
     _clean_stray_files(out)
     if rebind:
@@ -165,21 +199,19 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: 
     jobs, skipped = [], 0
     for name, labels in inputs.labels.items():
         job = ImageJob(name, images_dir / name, labels, out / Path(name).with_suffix(".png"),
-                       out / "scores" / Path(name).with_suffix(".npz") if config.save_scores else None)
+                       out / "scores" / Path(name).with_suffix(".npz") if options.save_scores else None)
         if finished.get(name, {}).get("status") == "done" and all(p.is_file() for p in job.outputs()):
             skipped += 1
         else:
             jobs.append(job)
-    manifest = {"config": asdict(config), "preset": preset.to_dict(), "labeler": labeler_config.to_dict(),
-                "model": clip.pretrained, "images_dir": str(images_dir), "labels": labels_spec,
-                "classes": inputs.classes, **provenance()}
+    manifest = {**manifest, **loaded(), "classes": inputs.classes, **provenance()}
     started = time.monotonic()
     # the labels still needed, in batches, once (a resumed run does not re-encode a finished vocabulary)
-    labeler.prepare_labels(list(dict.fromkeys(label for job in jobs for label in job.labels)))
+    segmenter.prepare_labels(list(dict.fromkeys(label for job in jobs for label in job.labels)))
     text_seconds = time.monotonic() - started
     started = time.monotonic()
     counts = Counter()
-    for job, entry in run_local(labeler, jobs, inputs.classes, max_pixels=config.max_pixels):
+    for job, entry in run_local(segmenter, jobs, inputs.classes, max_pixels=options.max_pixels):
         append_jsonl(out / JOURNAL, {"image": job.name, **entry})
         finished[job.name] = {"image": job.name, **entry}
         counts[entry["status"]] += 1
@@ -192,7 +224,7 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: 
     return manifest
 
 
-def _write_records(out: Path, images_dir: Path, manifest: dict, finished: dict[str, dict], inputs: _Inputs) -> None:
+def _write_records(out: Path, images_dir: Path, manifest: dict, finished: dict[str, dict], inputs: Inputs) -> None:
     """Rebuild ``manifest.json`` and ``errors.jsonl`` from the journal's entries and the per-image label checks."""
     status = {name: {k: v for k, v in entry.items() if k != "image"} for name, entry in finished.items()
               if name in inputs.labels}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from freelabel.io.files import write_npz
 from freelabel.io.images import MAX_PIXELS, read_image
 from freelabel.io.labels import class_lookup
 from freelabel.io.masks import IGNORE_INDEX, write_mask
-from freelabel.pseudo.labeler import Labeler
+from freelabel.pseudo.labeler import Segmentation
 
 
 class ItemError(FreelabelError):
@@ -24,13 +24,27 @@ class ItemError(FreelabelError):
         self.stage = stage
 
 
+class ImageSegmenter(Protocol):
+    """What the per-image job needs of a model: the ``Labeler`` (pseudo-masks) and the ``Segmenter`` (a trained
+    segmenter) both are one."""
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Cache the features of an (H, W, 3) uint8 image."""
+
+    def segment(self, labels: Sequence[str]) -> Segmentation:
+        """Masks for ``labels`` in the cached image (empty: labels the model selects, where it can)."""
+
+    def prepare_labels(self, labels: Sequence[str]) -> None:
+        """Encode labels ahead of time, in batches."""
+
+
 @dataclass(frozen=True)
 class ImageJob:
     """One image to label; plain data, so a job can be sent to another process."""
 
     name: str  # path relative to the image folder, as in the manifest
     image_path: Path  # where to read it
-    labels: tuple[str, ...]  # its image-level labels, in the order the labeler sees them
+    labels: tuple[str, ...]  # its image-level labels, in the order the model sees them (empty: it selects)
     mask_path: Path  # where its mask goes (palette PNG, values index the global classes)
     scores_path: Path | None  # where its float16 probabilities go (.npz), or None
 
@@ -39,7 +53,7 @@ class ImageJob:
         return [self.mask_path] + ([self.scores_path] if self.scores_path is not None else [])
 
 
-def run_job(labeler: Labeler, job: ImageJob, classes: Sequence[str], image: np.ndarray | None = None,
+def run_job(model: ImageSegmenter, job: ImageJob, classes: Sequence[str], image: np.ndarray | None = None,
             max_pixels: int | None = MAX_PIXELS) -> dict[str, Any]:
     """Label one image and write its outputs atomically: the scores first, then the mask.
 
@@ -53,8 +67,8 @@ def run_job(labeler: Labeler, job: ImageJob, classes: Sequence[str], image: np.n
     except FreelabelError as error:
         raise ItemError("read", str(error)) from None
     try:
-        labeler.set_image(image)
-        result = labeler.segment(job.labels)
+        model.set_image(image)
+        result = model.segment(job.labels)
     except (FreelabelError, ValueError, RuntimeError, MemoryError) as error:  # this image, not the run
         raise ItemError("segment", f"{type(error).__name__}: {error}") from None
     to_global = class_lookup(["background", *result.labels], classes, unknown=IGNORE_INDEX)
@@ -65,5 +79,8 @@ def run_job(labeler: Labeler, job: ImageJob, classes: Sequence[str], image: np.n
         write_mask(job.mask_path, to_global[result.mask].astype(np.uint8))
     except OSError as error:
         raise ItemError("write", f"{type(error).__name__}: {error}") from None
-    return {"status": "done", "labels": list(result.labels),
-            "ignored_fraction": round(float((result.mask == IGNORE_INDEX).mean()), 4)}
+    entry = {"status": "done", "labels": list(result.labels),
+             "ignored_fraction": round(float((result.mask == IGNORE_INDEX).mean()), 4)}
+    if result.label_scores is not None:
+        entry["label_scores"] = [round(float(score), 4) for score in result.label_scores]
+    return entry

@@ -7,11 +7,10 @@ from typing import Any, Iterator, Sequence
 from tqdm import tqdm
 
 from freelabel.io.images import MAX_PIXELS, ImageReadError, prefetch_images
-from freelabel.pseudo.labeler import Labeler
-from freelabel.run.job import ImageJob, ItemError, run_job
+from freelabel.run.job import ImageJob, ImageSegmenter, ItemError, run_job
 
 
-def run_local(labeler: Labeler, jobs: Sequence[ImageJob], classes: Sequence[str], desc: str = "pseudo-masks",
+def run_local(model: ImageSegmenter, jobs: Sequence[ImageJob], classes: Sequence[str], desc: str = "masks",
               max_pixels: int | None = MAX_PIXELS) -> Iterator[tuple[ImageJob, dict[str, Any]]]:
     """Run ``jobs`` in order and yield each with its manifest entry as it finishes: ``run_job``'s entry, or
     ``{"status": "failed", "stage": read|segment|write, "reason": ...}`` for an item that failed (the loop goes on).
@@ -21,6 +20,6 @@ def run_local(labeler: Labeler, jobs: Sequence[ImageJob], classes: Sequence[str]
         try:
             if isinstance(image, ImageReadError):
                 raise ItemError("read", str(image))
-            yield job, run_job(labeler, job, classes, image)
+            yield job, run_job(model, job, classes, image)
         except ItemError as error:
             yield job, {"status": "failed", "stage": error.stage, "reason": str(error)}

@@ -33,22 +33,25 @@ class Segmenter:
     """
 
     def __init__(self, model: SelectedLabelSegmenter, clip: LoadedClip, vocabulary: Sequence[str], input_size: int,
-                 ignore_threshold: float = 0.0):
+                 top_k: int | None = None, ignore_threshold: float = 0.0):
         """model: a segmenter on ``clip``'s tower. vocabulary: the labels it selects from when none are given.
-        input_size: the short side images are resized to (as in training). ignore_threshold: pixels whose
-        probability is below it become 255 (0 = never)."""
+        input_size: the short side images are resized to (as in training). top_k: how many labels compete at most
+        (None: the model's; never more). ignore_threshold: pixels whose probability is below it become 255
+        (0 = never)."""
+        if top_k is not None and top_k < 1:
+            raise FreelabelError(f"top_k must be at least 1, got {top_k}")
         self.model, self.clip = model.eval(), clip
         self.vocabulary = list(vocabulary)
-        self.input_size, self.ignore_threshold = input_size, ignore_threshold
+        self.input_size, self.top_k, self.ignore_threshold = input_size, top_k, ignore_threshold
         self._features: tuple[torch.Tensor, torch.Tensor] | None = None
         self._size: tuple[int, int] | None = None
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None, clip_config: ClipConfig | None = None,
-                 vocabulary: Sequence[str] = ()) -> Segmenter:
+                 vocabulary: Sequence[str] = (), top_k: int | None = None) -> Segmenter:
         """Load a ``freelabel train`` run folder. device: None = the one it was trained on if available, else
         CPU. clip_config: where to find the CLIP weights (its model and tag must be the run's). vocabulary: more
-        labels to select from, after the run's training vocabulary."""
+        labels to select from, after the run's training vocabulary. top_k: as in ``__init__``."""
         run = read_run(run_dir)
         trained = ClipConfig(**run["clip"])
         if clip_config is not None and (clip_config.model, clip_config.pretrained) != (trained.model,
@@ -63,7 +66,8 @@ class Segmenter:
         clip = load_clip(config)
         model = create_segmenter(clip, SegmenterConfig.from_dict(run["architecture"]))
         load_model_weights(Path(run_dir), model)
-        return cls(model, clip, list(dict.fromkeys([*run["vocabulary"], *vocabulary])), run["train"]["input_size"])
+        return cls(model, clip, list(dict.fromkeys([*run["vocabulary"], *vocabulary])), run["train"]["input_size"],
+                   top_k)
 
     @property
     def device(self) -> torch.device:
@@ -77,12 +81,16 @@ class Segmenter:
         size = resize_short_side(self._size, self.input_size, self.model.input_multiple)
         self._features = self.model.encode(self.clip.images_to_tensor([image], size=size))
 
+    def prepare_labels(self, labels: Sequence[str]) -> None:
+        """Encode ``labels`` and the vocabulary ahead of time in batches (the CLIP caches them)."""
+        self.clip.encode_labels([*labels, *self.vocabulary])
+
     @torch.no_grad()
     def segment(self, labels: Sequence[str] | None = None, top_k: int | None = None) -> Segmentation:
         """Masks for the cached image (see ``Segmentation``).
 
         labels: the labels that compete with background (None or empty: the top-k of the vocabulary, ranked by
-        the multi-label head). top_k: how many labels compete at most (None: the model's). The result's ``labels``
+        the multi-label head). top_k: how many labels compete at most (None: ``self.top_k``). The result's ``labels``
         are the competing labels (given ones in their order, selected ones by rank) and ``label_scores`` their
         presence probabilities; ``scores`` are the per-label pixel probabilities.
         """
@@ -94,7 +102,7 @@ class Segmenter:
         candidates = given or self.vocabulary
         if not candidates:
             raise FreelabelError("no labels given and the model has no vocabulary to select from")
-        k = min(top_k or self.model.config.top_k, self.model.config.top_k, len(candidates))
+        k = min(top_k or self.top_k or self.model.config.top_k, self.model.config.top_k, len(candidates))
         text = self.clip.encode_labels(candidates)
         out = self.model.decode(*self._features, text, top_k=k)
         order = out.selected[0].tolist()

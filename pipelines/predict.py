@@ -1,0 +1,79 @@
+"""``freelabel predict``: masks from a trained segmenter, in ``generate``'s output format (same manifest, journal,
+resume and error rules), so ``freelabel evaluate`` and later tools read them unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from freelabel.errors import ConfigError, FreelabelError
+from freelabel.io.images import MAX_PIXELS, list_images
+from freelabel.io.labels import LabelError, check_label, read_label_vocabulary
+from freelabel.io.masks import IGNORE_INDEX
+from freelabel.segmenter.checkpoint import MODEL, read_run
+from freelabel.segmenter.predictor import Segmenter
+from freelabel.pipelines.generate import FolderOptions, Inputs, check_out_dir, label_folder, read_inputs
+
+
+@dataclass
+class PredictConfig:
+    """Everything that decides a prediction besides the run; saved in the manifest beside the masks."""
+
+    device: str | None = None  # torch device; None = the run's if available, else CPU
+    top_k: int | None = None  # labels competing per image at most; None = the model's
+    vocab: str | None = None  # more labels to select from (file or comma list), after the training vocabulary
+    save_scores: bool = False  # also write float16 probabilities per image to scores/<image>.npz
+    overwrite: bool = False  # redo every image, and rebind the folder to new settings
+    max_pixels: int | None = MAX_PIXELS  # larger images are refused unread; None = no limit
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
+
+
+def _vocabulary_inputs(images_dir: Path, vocabulary: list[str]) -> Inputs:
+    """Every image gets no labels (the segmenter selects among ``vocabulary``); the class index is background plus
+    the vocabulary."""
+    names = [str(p) for p in list_images(images_dir)]
+    if not names:
+        raise FreelabelError(f"no images found below {images_dir}")
+    if len(vocabulary) >= IGNORE_INDEX:
+        raise FreelabelError(f"{len(vocabulary)} labels do not fit 8-bit masks (at most {IGNORE_INDEX - 1})")
+    return Inputs({name: () for name in names}, {}, [], ["background", *vocabulary])
+
+
+def predict(run_dir: str | Path, images_dir: str | Path, out: str | Path, labels_spec: str | None = None,
+            config: PredictConfig | None = None) -> dict:
+    """Segment every image below ``images_dir`` with the segmenter of ``run_dir`` into ``out``.
+
+    labels_spec: image-level labels as ``generate`` takes them (any names, also ones never trained on): only they
+    and background compete. None: the segmenter selects labels from its training vocabulary (plus
+    ``config.vocab``); the class index is then background plus that vocabulary. Returns the manifest.
+    """
+    config = config or PredictConfig()
+    run_dir, images_dir, out = Path(run_dir), Path(images_dir), Path(out)
+    run = read_run(run_dir)
+    check_out_dir(images_dir, out)
+    extra = read_label_vocabulary(config.vocab) if config.vocab else []
+    try:
+        extra = [check_label(label) for label in extra]
+    except LabelError as error:
+        raise FreelabelError(f"{config.vocab}: {error}") from None
+    vocabulary = list(dict.fromkeys([*run["vocabulary"], *extra]))
+    inputs = read_inputs(images_dir, labels_spec) if labels_spec else _vocabulary_inputs(images_dir, vocabulary)
+    digest = hashlib.sha256((run_dir / MODEL).read_bytes()).hexdigest()
+    settings = {"run": str(run_dir.resolve()), "model_sha256": digest, "top_k": config.top_k,
+                "vocabulary": None if labels_spec else vocabulary, "save_scores": config.save_scores,
+                "max_pixels": config.max_pixels}
+
+    def segmenter() -> Segmenter:
+        return Segmenter.from_run(run_dir, config.device, vocabulary=extra, top_k=config.top_k)
+
+    manifest = {"config": asdict(config), "run": str(run_dir), "model_sha256": digest, "clip": run["clip"],
+                "architecture": run["architecture"], "images_dir": str(images_dir), "labels": labels_spec}
+    return label_folder(images_dir, inputs, out, settings, segmenter, manifest,
+                        FolderOptions(config.save_scores, config.overwrite, config.max_pixels))
+

@@ -1,0 +1,198 @@
+"""Training the segmenter on a generate folder, resuming after a kill, predicting with it, and its errors."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from freelabel.clip.loading import ClipConfig
+from freelabel.errors import FreelabelError
+from freelabel.io import read_classes, read_mask, write_image
+from freelabel.io.files import read_jsonl
+from freelabel.segmenter.predictor import Segmenter
+from freelabel.segmenter.trainer import train, train_config
+from freelabel.toy.world import scenes
+
+TINY = ["--model", "test-tiny-vit", "--pretrained", "random"]
+FREELABEL = str(Path(sys.executable).parent / "freelabel")
+# small and fast: 32 px crops of the tiny tower, a few steps
+FAST = ["--architecture", "rankseg-small", "--batch-size", "4", "--workers", "0", "--input-size", "32"]
+
+
+@pytest.fixture(scope="module")
+def pseudo(tmp_path_factory):
+    """A generate folder of 16 toy scenes made with the tiny CLIP."""
+    folder = tmp_path_factory.mktemp("segmenter")
+    labels = {}
+    for i, scene in enumerate(scenes(7, 16)):
+        write_image(folder / "images" / f"{i:03d}.png", scene.image)
+        labels[f"{i:03d}.png"] = scene.labels
+    (folder / "labels.json").write_text(json.dumps(labels))
+    result = CliRunner().invoke(main, ["generate", str(folder / "images"), "--labels", str(folder / "labels.json"),
+                                       "--out", str(folder / "pseudo"), "--no-crf", *TINY])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def _train(pseudo, out, *extra):
+    return CliRunner().invoke(main, ["train", str(pseudo / "pseudo"), "--out", str(out), *FAST, *extra])
+
+
+def test_train_writes_a_run_and_predict_reads_it(pseudo, tmp_path):
+    result = _train(pseudo, tmp_path / "run", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["clip"]["model"] == "test-tiny-vit"  # the CLIP that made the pseudo-masks
+    assert run["vocabulary"] == read_classes(pseudo / "pseudo" / "classes.txt")[1:]
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert {"loss", "images_per_second", "val_miou", "val_miou_given_labels"} <= set(metrics[0])
+    assert not any(p.suffix in {".pt", ".pth", ".pkl"} for p in (tmp_path / "run").iterdir())
+
+    # with labels (also a name never trained on), in generate's format
+    labels = json.loads((pseudo / "labels.json").read_text())
+    labels["000.png"] = labels["000.png"] + ["purple elephant"]
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), str(pseudo / "images"), "--labels",
+                                       str(tmp_path / "labels.json"), "--out", str(tmp_path / "given")])
+    assert result.exit_code == 0, result.output
+    classes = read_classes(tmp_path / "given" / "classes.txt")
+    assert "purple elephant" in classes
+    manifest = json.loads((tmp_path / "given" / "manifest.json").read_text())
+    assert manifest["images"]["000.png"]["labels"] == labels["000.png"]
+    mask = read_mask(tmp_path / "given" / "000.png")
+    allowed = {0} | {classes.index(label) for label in labels["000.png"]}
+    assert set(np.unique(mask)) <= allowed
+
+    # without labels: its own selection among the vocabulary (plus --vocab)
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), str(pseudo / "images"), "--out",
+                                       str(tmp_path / "own"), "--vocab", "purple elephant", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    own = json.loads((tmp_path / "own" / "manifest.json").read_text())
+    assert read_classes(tmp_path / "own" / "classes.txt") == ["background", *run["vocabulary"], "purple elephant"]
+    assert all(len(entry["labels"]) == 2 and len(entry["label_scores"]) == 2 for entry in own["images"].values())
+    result = CliRunner().invoke(main, ["evaluate", "--pred", str(tmp_path / "own"), "--gt",
+                                       str(pseudo / "pseudo"), "--classes", str(pseudo / "pseudo" / "classes.txt")])
+    assert result.exit_code == 0, result.output
+
+    # a rerun skips every finished image
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), str(pseudo / "images"), "--out",
+                                       str(tmp_path / "own"), "--vocab", "purple elephant", "--top-k", "2"])
+    assert result.exit_code == 0 and "0 masks written, 16 skipped" in result.output
+
+
+def test_segmenter_facade_answers_many_queries_from_one_image_pass(pseudo, tmp_path):
+    assert _train(pseudo, tmp_path / "run", "--epochs", "1").exit_code == 0
+    segmenter = Segmenter.from_run(tmp_path / "run")
+    with pytest.raises(FreelabelError, match="set_image"):
+        segmenter.segment(["red circle"])
+    image = next(scenes(8, 1)).image
+    segmenter.set_image(image)
+    features = segmenter._features
+    first = segmenter.segment(["blue square", "red circle"])
+    assert first.labels == ["blue square", "red circle"]
+    assert first.mask.shape == image.shape[:2] and first.probabilities.shape == (3, *image.shape[:2])
+    np.testing.assert_allclose(first.probabilities.sum(0), 1, atol=1e-5)
+    own = segmenter.segment()
+    assert len(own.labels) == segmenter.model.config.top_k and set(own.labels) <= set(segmenter.vocabulary)
+    assert list(own.label_scores) == sorted(own.label_scores, reverse=True)  # by rank
+    assert segmenter._features is features  # no second image pass
+    with pytest.raises(FreelabelError, match="non-empty"):
+        segmenter.segment(["", "red circle"])
+
+
+def test_loss_falls_on_a_tiny_overfit_set(pseudo, tmp_path):
+    config = train_config(ClipConfig(model="test-tiny-vit", pretrained="random"), architecture="rankseg-small",
+                          batch_size=4, workers=0, input_size=32, epochs=12, lr=2e-3, val_fraction=0.0,
+                          scale_range=(1.0, 1.0))
+    train(pseudo / "pseudo", tmp_path / "run", config)
+    losses = [m["loss"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+@pytest.mark.slow
+def test_a_killed_training_run_resumes_to_the_same_weights(pseudo, tmp_path):
+    command = [FREELABEL, "train", str(pseudo / "pseudo"), *FAST, "--epochs", "3", "--seed", "3"]
+    done = subprocess.run([*command, "--out", str(tmp_path / "whole")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # killed from outside once the state of a finished epoch exists, while later epochs run
+    killed = subprocess.Popen([*command, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "state.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and killed.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["position"]["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert killed.poll() is None, "the run ended before it could be killed"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "metrics.jsonl").is_file() or len(
+        read_jsonl(tmp_path / "killed" / "metrics.jsonl")) < 3
+    resumed = subprocess.run([*command, "--out", str(tmp_path / "killed")], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "killed" / "model.safetensors").read_bytes() == (
+        tmp_path / "whole" / "model.safetensors").read_bytes()
+    whole = [{k: v for k, v in m.items() if k not in {"images_per_second", "minutes"}}
+             for m in read_jsonl(tmp_path / "whole" / "metrics.jsonl")]
+    again = [{k: v for k, v in m.items() if k not in {"images_per_second", "minutes"}}
+             for m in read_jsonl(tmp_path / "killed" / "metrics.jsonl")]
+    assert again == whole
+
+
+@pytest.mark.slow
+def test_torchrun_trains_on_two_cpu_processes(pseudo, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    done = subprocess.run([torchrun, "--nproc-per-node", "2", "--no-python", FREELABEL, "train",
+                           str(pseudo / "pseudo"), "--out", str(tmp_path / "run"), *FAST, "--epochs", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [1, 2]  # written once, by process 0
+    assert Segmenter.from_run(tmp_path / "run").vocabulary
+
+
+def test_a_corrupt_training_image_costs_one_line(pseudo, tmp_path):
+    copy = tmp_path / "pseudo"
+    shutil.copytree(pseudo / "pseudo", copy)
+    images = tmp_path / "images"
+    shutil.copytree(pseudo / "images", images)
+    (images / "003.png").write_bytes(b"not a png")
+    result = _train(tmp_path, tmp_path / "run", "--epochs", "1", "--images", str(images), "--val-fraction", "0")
+    assert result.exit_code == 0, result.output
+    errors = read_jsonl(tmp_path / "run" / "errors.jsonl")
+    assert len(errors) == 1 and "003.png" in errors[0]["message"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "{tmp}", "--out", "{tmp}/run"], "not a freelabel generate output"),
+    (["predict", "{tmp}", "{tmp}", "--out", "{tmp}/x"], "not a freelabel training run"),
+])
+def test_wrong_folders_are_one_error_line(tmp_path, args, message):
+    result = CliRunner().invoke(main, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_a_run_folder_is_not_reused_for_another_run(pseudo, tmp_path):
+    assert _train(pseudo, tmp_path / "run", "--epochs", "1").exit_code == 0
+    result = _train(pseudo, tmp_path / "run", "--epochs", "1", "--lr", "0.01")
+    assert result.exit_code == 2 and "holds another training run" in result.output
+
+
+def test_held_out_labels_leave_the_vocabulary(pseudo, tmp_path):
+    classes = read_classes(pseudo / "pseudo" / "classes.txt")
+    result = _train(pseudo, tmp_path / "run", "--epochs", "1", "--holdout-labels", classes[1])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert classes[1] not in run["vocabulary"] and len(run["vocabulary"]) == len(classes) - 2
+    result = _train(pseudo, tmp_path / "other", "--holdout-labels", "no such label")
+    assert result.exit_code == 2 and "not in" in result.output
