@@ -8,6 +8,13 @@ from freelabel.pseudo.config import LabelerConfig  # noqa: E402
 from freelabel.pseudo.crf import CrfConfig  # noqa: E402
 from freelabel.pseudo.labeler import Labeler, Segmentation  # noqa: E402
 from freelabel.pseudo.preset import Preset, model_preset, read_preset, write_preset  # noqa: E402
+from freelabel.segmenter.config import SegmenterConfig  # noqa: E402
+from freelabel.segmenter.factory import architecture_config, create_segmenter, list_architectures  # noqa: E402
+from freelabel.segmenter.modeling import SelectedLabelSegmenter  # noqa: E402
+from freelabel.segmenter.predictor import Segmenter  # noqa: E402
+from freelabel.segmenter.trainer import TrainConfig, train, train_config  # noqa: E402
 
 __all__ = ["ClipConfig", "CrfConfig", "FreelabelError", "Labeler", "LabelerConfig", "LoadedClip", "Preset",
-           "Segmentation", "__version__", "load_clip", "model_preset", "read_preset", "write_preset"]
+           "SegmenterConfig", "Segmentation", "Segmenter", "SelectedLabelSegmenter", "TrainConfig", "__version__",
+           "architecture_config", "create_segmenter", "list_architectures", "load_clip", "model_preset",
+           "read_preset", "train", "train_config", "write_preset"]

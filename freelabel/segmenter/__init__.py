@@ -1,0 +1,3 @@
+"""The selected-label segmenter trained on pseudo-masks: ``config`` and ``configs/`` (architectures), ``modeling``
+(the modules), ``factory`` (building one on a CLIP), ``data`` (a generate folder, augmented), ``trainer``,
+``checkpoint`` (run folders) and ``predictor`` (the ``Segmenter`` façade)."""

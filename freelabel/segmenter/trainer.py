@@ -437,6 +437,8 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
                            **{k: round(v / max(1, batches_run), 4) for k, v in sums.items()},
                            "lr": round(config.lr * factor, 8), "images_per_second": round(images_seen / seconds, 2),
                            "minutes": round(position["seconds"] / 60, 2)}
+                if context.device.type == "cuda":
+                    metrics["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated(context.device) / 2 ** 30, 2)
                 segmenter = Segmenter(model, clip, vocabulary, input_size)
                 for name, validation_set in validation.items():
                     metrics.update({f"{name}_{k}": v for k, v in validation_set.score(segmenter, vocabulary).items()})
