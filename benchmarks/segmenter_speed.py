@@ -13,25 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import freelabel
 
 from freelabel.io import read_classes, read_mask
 
-FREELABEL = str(Path(sys.executable).parent / "freelabel")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "coco-object-val"
 MODEL = ["--model", "ViT-B-16", "--pretrained", "random"]
 
 
-def freelabel(*args: str) -> str:
-    done = subprocess.run([FREELABEL, *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"freelabel {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return done.stdout
 
 
 def rate(folder: Path) -> float:

@@ -18,32 +18,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import freelabel, toy_scenes
+
 ROOT = Path(__file__).resolve().parents[1]
-FREELABEL = str(Path(sys.executable).parent / "freelabel")
 PRESET = ROOT / "freelabel" / "pseudo" / "presets" / "freelabel-toy.json"
 VALIDATION_STREAM, VALIDATION_SCENES = 2001, 400
 ABLATIONS = {"raw single-view maps, no CRF": ["--scales", "1", "--no-flip", "--no-crf"],
              "views + fusion, no CRF": ["--no-crf"], "preset (full pipeline)": []}
 
 
-def freelabel(*args: str) -> str:
-    """Run the installed `freelabel` command; returns its standard output, fails loudly on a non-zero exit."""
-    done = subprocess.run([FREELABEL, *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"freelabel {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return done.stdout
 
 
-def toy_data(work: Path, seed: int, n: int) -> Path:
-    folder = work / f"stream{seed}"
-    freelabel("toy", "scenes", "--seed", str(seed), "--n", str(n), "--out", str(folder))
-    return folder
 
 
 def score(data: Path, out: Path, flags: list[str]) -> dict:
@@ -67,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="freelabel-toy-bench-"))
     if args.tune:
-        validation = toy_data(work, VALIDATION_STREAM, VALIDATION_SCENES)
+        validation = toy_scenes(work, VALIDATION_STREAM, VALIDATION_SCENES)
         started = time.monotonic()
         print(freelabel("tune", str(validation / "images"), "--masks", str(validation / "masks"), "--classes",
                         str(validation / "classes.txt"), "--model", "freelabel-toy", "--out", str(PRESET),
@@ -75,7 +64,7 @@ def main() -> None:
         print(f"tune: {time.monotonic() - started:.0f} s")
     results: dict[str, list[dict]] = {name: [] for name in ABLATIONS}
     for seed in (int(s) for s in args.streams.split(",")):
-        data = toy_data(work, seed, args.n)
+        data = toy_scenes(work, seed, args.n)
         for name, flags in ABLATIONS.items():
             report = score(data, work / f"out{seed}-{len(results[name])}-{len(flags)}", flags)
             results[name].append(report)

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-FREELABEL = str(Path(sys.executable).parent / "freelabel")
+from common import freelabel, toy_scenes
+
 TRAIN_STREAM = 4000
 # one of each colour and shape, one striped; fixed before any run (not chosen by results)
 HELD_OUT = ("red triangle", "green square", "striped blue circle")
@@ -34,19 +33,8 @@ RUNS = {"main": [], "no rank norm": ["--no-rank-norm"], "no top-k (all 18 compet
         "frozen backbone": ["--backbone-lr-scale", "0"], "held out 3 classes": ["--holdout-labels", ",".join(HELD_OUT)]}
 
 
-def freelabel(*args: str) -> str:
-    """Run the installed `freelabel` command; returns its standard output, fails loudly on a non-zero exit."""
-    done = subprocess.run([FREELABEL, *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"freelabel {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return done.stdout
 
 
-def toy_data(work: Path, seed: int, n: int) -> Path:
-    folder = work / f"stream{seed}-{n}"
-    if not (folder / "config.json").is_file():
-        freelabel("toy", "scenes", "--seed", str(seed), "--n", str(n), "--out", str(folder))
-    return folder
 
 
 def evaluate(pred: Path, data: Path) -> dict:
@@ -79,7 +67,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"work folder: {work}")
 
-    training = toy_data(work, TRAIN_STREAM, args.train_scenes)
+    training = toy_scenes(work, TRAIN_STREAM, args.train_scenes)
     pseudo = work / f"pseudo{TRAIN_STREAM}"
     started = time.monotonic()
     freelabel("generate", str(training / "images"), "--labels", str(training / "labels.json"), "--model",
@@ -96,7 +84,7 @@ def main() -> None:
 
     scores: dict[str, list[dict]] = {}
     for seed in (int(s) for s in args.streams.split(",")):
-        data = toy_data(work, seed, args.n)
+        data = toy_scenes(work, seed, args.n)
         labels = str(data / "labels.json")
         outputs = {"generate": ["generate", str(data / "images"), "--labels", labels, "--model", "freelabel-toy"]}
         for name, t in trained.items():

@@ -1,5 +1,6 @@
 """Training the segmenter on a generate folder, resuming after a kill, predicting with it, and its errors."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from freelabel.errors import FreelabelError
 from freelabel.io import read_classes, read_mask, write_image
 from freelabel.io.files import read_jsonl
 from freelabel.segmenter.predictor import Segmenter
-from freelabel.segmenter.trainer import train, train_config
+from freelabel.segmenter.trainer import TrainConfig, train, train_config
 from freelabel.toy.world import scenes
 
 TINY = ["--model", "test-tiny-vit", "--pretrained", "random"]
@@ -167,10 +168,15 @@ def test_a_corrupt_training_image_costs_one_line(pseudo, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(pseudo / "images", images)
     (images / "003.png").write_bytes(b"not a png")
-    result = _train(tmp_path, tmp_path / "run", "--epochs", "1", "--images", str(images), "--val-fraction", "0")
+    args = ["--epochs", "2", "--images", str(images), "--val-fraction", "0"]
+    result = _train(tmp_path, tmp_path / "run", *args)
     assert result.exit_code == 0, result.output
     errors = read_jsonl(tmp_path / "run" / "errors.jsonl")
-    assert len(errors) == 1 and "003.png" in errors[0]["message"]
+    assert len(errors) == 1 and errors[0]["path"].endswith("003.png") and errors[0]["stage"] == "read"
+    # stopped after a step and resumed: the problem is still one line
+    assert _train(tmp_path, tmp_path / "again", *args, "--max-minutes", "1e-9").exit_code == 0
+    assert _train(tmp_path, tmp_path / "again", *args).exit_code == 0
+    assert len(read_jsonl(tmp_path / "again" / "errors.jsonl")) == 1
 
 
 @pytest.mark.parametrize("args, message", [
@@ -196,3 +202,23 @@ def test_held_out_labels_leave_the_vocabulary(pseudo, tmp_path):
     assert classes[1] not in run["vocabulary"] and len(run["vocabulary"]) == len(classes) - 2
     result = _train(pseudo, tmp_path / "other", "--holdout-labels", "no such label")
     assert result.exit_code == 2 and "not in" in result.output
+
+
+def test_max_minutes_stops_with_a_resumable_state_and_real_masks_validate(pseudo, tmp_path):
+    config = train_config(ClipConfig(model="test-tiny-vit", pretrained="random"), architecture="rankseg-small",
+                          batch_size=4, workers=0, input_size=32, epochs=2, max_minutes=1e-6,
+                          val_masks=str(pseudo / "pseudo"))
+    train(pseudo / "pseudo", tmp_path / "run", config)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())["position"]
+    assert state["step"] == 1 and state["epoch"] == 0  # stopped after its first step
+    assert not (tmp_path / "run" / "metrics.jsonl").is_file()
+    metrics = train(pseudo / "pseudo", tmp_path / "run", dataclasses.replace(config, max_minutes=None))
+    assert metrics["epoch"] == 2 and metrics["step"] == 2 * (14 // 4)  # 16 images, 2 for validation
+    assert 0 <= metrics["val_masks_miou"] <= 1 and "val_masks_miou_given_labels" in metrics
+
+
+def test_a_models_training_preset_is_its_default_and_flags_override_it():
+    toy = train_config(ClipConfig(model="freelabel-toy"))
+    assert toy.architecture == "rankseg-small"  # freelabel/segmenter/presets/freelabel-toy.json
+    assert train_config(ClipConfig(model="freelabel-toy"), epochs=3).epochs == 3
+    assert train_config(ClipConfig(model="ViT-B-16")) == TrainConfig(clip=ClipConfig(model="ViT-B-16"))

@@ -37,7 +37,7 @@ from freelabel.segmenter.config import SegmenterConfig
 from freelabel.segmenter.data import (AugmentedPseudoMasks, PseudoMaskSet, read_pseudo_masks, split,
                                       vocabulary_lookup)
 from freelabel.segmenter.factory import architecture_config, create_segmenter
-from freelabel.segmenter.modeling import SegmenterOutput
+from freelabel.segmenter.modeling import SegmenterOutput, SelectedLabelSegmenter
 from freelabel.segmenter.predictor import Segmenter
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -113,10 +113,15 @@ class TrainConfig:
 
 
 def train_preset(model: str) -> dict[str, Any]:
-    """The training settings a model ships (``freelabel/segmenter/presets/<model>.json``: TrainConfig fields),
-    or {} for the library defaults."""
+    """The training settings a model ships: ``freelabel/segmenter/presets/<model>.json`` holds ``{"train": {TrainConfig
+    fields}, "source": {how they were chosen}}``; returns the ``train`` part, or {} (the library defaults)."""
     path = PRESET_DIR / f"{model}.json"
-    return dict(read_json(path)) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    content = read_json(path)
+    if not isinstance(content, dict) or not isinstance(content.get("train"), dict):
+        raise ConfigError(f"{path} is not a training preset (expected {{\"train\": {{...}}, \"source\": {{...}}}})")
+    return dict(content["train"])
 
 
 def train_config(clip: ClipConfig, **overrides: Any) -> TrainConfig:
@@ -210,13 +215,17 @@ def _context(config: TrainConfig) -> _Context:
     return _Context(rank, world, device)
 
 
-def _collate(items: list[tuple[torch.Tensor, torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+Problem = dict[str, str] | None  # {"path": ..., "message": ...} for an item that could not be read
+
+
+def _collate(items: list[tuple[torch.Tensor, torch.Tensor, Problem]]
+             ) -> tuple[torch.Tensor, torch.Tensor, list[Problem]]:
     return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items]
 
 
 class _SafeItems(torch.utils.data.Dataset):
-    """Items that cannot be read become an all-ignored blank with the error's message, so one bad file costs
-    one line in errors.jsonl, not the run."""
+    """Items that cannot be read become an all-ignored blank with the problem, so one bad file costs one line in
+    errors.jsonl, not the run (every process still takes the same steps)."""
 
     def __init__(self, data: AugmentedPseudoMasks):
         self.data = data
@@ -224,14 +233,15 @@ class _SafeItems(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor, Problem]:
         try:
             pixels, labels = self.data[position]
-            return pixels, labels, ""
+            return pixels, labels, None
         except FreelabelError as error:
             crop = self.data.crop
             blank = torch.full((crop, crop), IGNORE_INDEX, dtype=torch.long)
-            return torch.zeros(3, crop, crop, dtype=torch.uint8), blank, str(error)
+            path = str(self.data.data.image_path(self.data.indices[position]))
+            return torch.zeros(3, crop, crop, dtype=torch.uint8), blank, {"path": path, "message": str(error)}
 
 
 def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -304,6 +314,20 @@ def _check_run_dir(run_dir: Path, content: dict[str, Any]) -> None:
                                  f"{run_dir / RUN}); choose a new --out folder")
 
 
+def _optimizer(model: SelectedLabelSegmenter, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the heads at ``lr`` and the CLIP tower at ``lr * backbone_lr_scale`` (frozen at 0); each group
+    keeps its peak rate as ``base_lr`` for the schedule."""
+    frozen = config.backbone_lr_scale == 0
+    model.encoder.requires_grad_(not frozen)
+    heads = torch.nn.ModuleList([module for name, module in model.named_children() if name != "encoder"])
+    groups = param_groups(heads, config.weight_decay, lr=config.lr)
+    if not frozen:
+        groups += param_groups(model.encoder, config.weight_decay, lr=config.lr * config.backbone_lr_scale)
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    return torch.optim.AdamW(groups, betas=(0.9, 0.999))
+
+
 def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> dict[str, Any]:
     """Train a segmenter on the pseudo-masks of a ``generate`` folder; write the run folder (see the checkpoint
     module): ``run.json``, ``model.safetensors``, ``state.*``, ``metrics.jsonl`` (one line per epoch: losses,
@@ -343,14 +367,7 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
         _check_run_dir(run_dir, content)
         write_run(run_dir, content)
     frozen = config.backbone_lr_scale == 0
-    model.encoder.requires_grad_(not frozen)
-    groups = param_groups(torch.nn.ModuleList([m for n, m in model.named_children() if n != "encoder"]),
-                          config.weight_decay, lr=config.lr)
-    if not frozen:
-        groups += param_groups(model.encoder, config.weight_decay, lr=config.lr * config.backbone_lr_scale)
-    for group in groups:
-        group["base_lr"] = group["lr"]
-    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999))
+    optimizer = _optimizer(model, config)
     position = load_state(run_dir, model, optimizer) or {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0}
     if context.main and position["step"] == 0:
         (run_dir / METRICS).unlink(missing_ok=True)
@@ -388,13 +405,13 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
         wrapped.train()
         if frozen:
             model.encoder.eval()
-        for pixels, mask, errors in loader:
+        for pixels, mask, problems in loader:
             factor = warmup_cosine(position["step"] / max(1, total_steps), config.warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
             pixels = (pixels.to(context.device).float() / 255 - mean) / std
             mask = mask.to(context.device)
-            usable = torch.tensor([not e for e in errors], device=context.device)
+            usable = torch.tensor([problem is None for problem in problems], device=context.device)
             draws = np.random.default_rng((config.seed, position["step"], context.rank)).random(len(mask))
             given = torch.from_numpy(draws < config.given_labels_fraction).to(context.device)
             present = present_labels(mask, len(vocabulary)).bool()
@@ -407,7 +424,8 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for group in groups for p in group["params"]], config.grad_clip)
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                               config.grad_clip)
             optimizer.step()
             position["step"] += 1
             position["batch"] += 1
@@ -418,11 +436,11 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
             seconds = time.monotonic() - epoch_started
             progress.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{images_seen / max(seconds, 1e-9):.1f}")
             progress.update(1)
-            if context.main:
-                for error in errors:
-                    if error and error not in reported:
-                        reported.add(error)
-                        append_jsonl(run_dir / ERRORS, {"stage": "read", "message": error})
+            for problem in problems if context.main else ():
+                if problem is not None and problem["path"] not in reported:
+                    reported.add(problem["path"])
+                    append_jsonl(run_dir / ERRORS, {"path": problem["path"], "stage": "read",
+                                                    "message": problem["message"]})
             stop = config.max_minutes is not None and time.monotonic() - started >= config.max_minutes * 60
             if stop or time.monotonic() - last_save >= config.checkpoint_minutes * 60:
                 break
