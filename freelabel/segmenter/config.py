@@ -34,6 +34,8 @@ class SegmenterConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.top_k > 254:  # masks are 8-bit: background, the labels and 255 (ignore)
+            raise ConfigError(f"top_k must be at most 254, got {self.top_k}")
         if self.decoder_dim % self.heads:
             raise ConfigError(f"decoder_dim ({self.decoder_dim}) must be a multiple of heads ({self.heads})")
         for name in ("decoder_dim", "pixel_dim", "stem_dim"):

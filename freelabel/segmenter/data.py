@@ -79,18 +79,19 @@ def resize_short_side(size: tuple[int, int], short_side: int, multiple: int) -> 
 
 
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, short_side: int, crop: int,
-            scale_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+            scale_range: tuple[float, float], interpolation: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
     """Random scale, crop and horizontal flip.
 
-    image: (H, W, 3) uint8; mask: (H, W) uint8 class indices. The image is resized so its short side is
-    ``short_side`` x a factor drawn from ``scale_range``, then a ``crop`` x ``crop`` window is cut at random (padded
+    image: (H, W, 3) uint8; mask: (H, W) uint8 class indices. The image is resized (with ``interpolation``, the
+    CLIP's, as prediction resizes) so its short side is ``short_side`` x a factor drawn from ``scale_range``, the
+    mask by nearest neighbour; then a ``crop`` x ``crop`` window is cut at random (padded
     where the image is smaller: image 0, mask 255), then flipped with probability 0.5. Returns (3, crop, crop)
     uint8 and (crop, crop) uint8 tensors.
     """
     scale = rng.uniform(*scale_range) * short_side / min(image.shape[:2])
     size = (max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale)))
     pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)
+    pixels = F.interpolate(pixels, size=size, mode=interpolation, antialias=True, align_corners=False)
     pixels = pixels.round_().clamp_(0, 255).to(torch.uint8)[0]
     labels = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=size, mode="nearest")[0, 0]
     labels = labels.to(torch.uint8)
@@ -111,9 +112,10 @@ class AugmentedPseudoMasks(torch.utils.data.Dataset):
     ``default_rng((seed, e, i))``, so the data does not depend on worker count or process rank."""
 
     def __init__(self, data: PseudoMaskSet, indices: Sequence[int], lookup: np.ndarray, seed: int, short_side: int,
-                 crop: int, scale_range: tuple[float, float], max_pixels: int | None):
+                 crop: int, scale_range: tuple[float, float], max_pixels: int | None, interpolation: str):
         self.data, self.indices, self.lookup, self.seed = data, list(indices), lookup, seed
         self.short_side, self.crop, self.scale_range, self.max_pixels = short_side, crop, scale_range, max_pixels
+        self.interpolation = interpolation
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -129,5 +131,5 @@ class AugmentedPseudoMasks(torch.utils.data.Dataset):
                                  f"{image.shape[1]}x{image.shape[0]}")
         rng = np.random.default_rng((self.seed, self.epoch, index))
         pixels, labels = augment(image, self.lookup[mask].astype(np.uint8), rng, self.short_side, self.crop,
-                                 self.scale_range)
+                                 self.scale_range, self.interpolation)
         return pixels, labels.long()

@@ -95,9 +95,11 @@ class TrainConfig:
         for name in ("backbone_lr_scale", "weight_decay", "grad_clip", "multilabel_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ConfigError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
-        for name in ("warmup_fraction", "val_fraction", "given_labels_fraction"):
-            if not 0 <= getattr(self, name) < 1 + (name == "given_labels_fraction"):
+        for name in ("warmup_fraction", "val_fraction"):
+            if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not 0 <= self.given_labels_fraction <= 1:
+            raise ConfigError(f"given_labels_fraction must be in [0, 1], got {self.given_labels_fraction!r}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ConfigError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
         if self.precision not in PRECISIONS:
@@ -166,8 +168,9 @@ def ranked_targets(mask: torch.Tensor, selected: torch.Tensor, selected_valid: t
 
 def present_labels(mask: torch.Tensor, num_labels: int) -> torch.Tensor:
     """(B, num_labels) float: 1 where a label (1..num_labels in the (B, H, W) mask) covers any pixel."""
-    counts = F.one_hot(torch.where(mask == IGNORE_INDEX, 0, mask).flatten(1), num_labels + 1).sum(1)
-    return (counts[:, 1:] > 0).float()
+    index = torch.where(mask == IGNORE_INDEX, 0, mask).flatten(1)
+    present = torch.zeros(mask.shape[0], num_labels + 1, device=mask.device).scatter_(1, index, 1.0)
+    return present[:, 1:]
 
 
 def segmenter_loss(out: SegmenterOutput, mask: torch.Tensor, given: torch.Tensor, usable: torch.Tensor,
@@ -378,7 +381,7 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
 
     lookup = vocabulary_lookup(data.classes, vocabulary)
     dataset = AugmentedPseudoMasks(data, train_indices, lookup, config.seed, input_size, resolved.crop_size,
-                                   config.scale_range, config.max_pixels)
+                                   config.scale_range, config.max_pixels, clip.interpolation)
     validation = _validation_sets(config, data, val_indices, lookup, vocabulary) if context.main else {}
     text = clip.encode_labels(vocabulary)
     mean = torch.tensor(clip.mean, device=context.device).view(1, 3, 1, 1)
