@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +42,9 @@ def _friendly_errors(command: Callable) -> Callable:
 
 
 def clip_options(command: Callable) -> Callable:
-    """The options that choose a CLIP model; they arrive as one ``clip`` argument (a ClipConfig)."""
+    """The options that choose a CLIP model; they arrive as one ``clip`` argument (a ClipConfig), or, for a
+    command with a ``clip_given`` parameter, as the dict of the options given."""
+    wants_given = "clip_given" in inspect.signature(command).parameters
 
     @click.option("--model", help="open_clip model name, hf-hub:ORG/REPO, local-dir:PATH, or freelabel-toy.")
     @click.option("--pretrained", help="Pretrained tag, checkpoint file or folder; 'random' for no weights.")
@@ -51,9 +54,10 @@ def clip_options(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args: Any, model: str | None, pretrained: str | None, device: str | None,
                 cache_dir: str | None, offline: bool | None, **kwargs: Any) -> Any:
-        clip = dataclasses.replace(ClipConfig(), **_given(model=model, pretrained=pretrained, device=device,
-                                                          cache_dir=cache_dir, offline=offline))
-        return command(*args, clip=clip, **kwargs)
+        given = _given(model=model, pretrained=pretrained, device=device, cache_dir=cache_dir, offline=offline)
+        if wants_given:  # the command completes the config itself (e.g. from its input's manifest)
+            return command(*args, clip_given=given, **kwargs)
+        return command(*args, clip=dataclasses.replace(ClipConfig(), **given), **kwargs)
 
     return wrapper
 
@@ -244,18 +248,15 @@ def evaluate(pred: str, gt: str, classes: str, as_json: bool, allow_missing: boo
 @click.option("--workers", type=int, help="Data-loading processes.")
 @click.option("--seed", type=int, help="Split, order, augmentation and initialisation seed.")
 @clip_options
-def train_command(pseudo_masks: str, out: str, images: str | None, holdout_labels: str | None, clip: ClipConfig,
-                  **options: Any) -> None:
+def train_command(pseudo_masks: str, out: str, images: str | None, holdout_labels: str | None,
+                  clip_given: dict[str, Any], **options: Any) -> None:
     """Train a selected-label segmenter on a `freelabel generate` output folder (PSEUDO_MASKS), on the CLIP that
     made it unless --model says otherwise. A killed run resumes from its last state when run again; under
     `torchrun --nproc-per-node N --no-python freelabel train ...` it trains on N processes."""
     from freelabel.pipelines.train import train_run
 
-    given_clip = {key: value for key, value in dataclasses.asdict(clip).items()
-                  if value != getattr(ClipConfig(), key)}
-    model_given = "model" in given_clip or "pretrained" in given_clip
     overrides = _given(images_dir=images, holdout_labels=_words(holdout_labels), **options)
-    config, metrics = train_run(pseudo_masks, out, clip if model_given else None, given_clip, **overrides)
+    config, metrics = train_run(pseudo_masks, out, clip_given, **overrides)
     click.echo(f"trained {metrics.get('epoch', 0)} epochs on {config.clip.model}: "
                + ", ".join(f"{k} {v}" for k, v in metrics.items() if k.startswith("val") or k == "loss")
                + f" -> {out}")

@@ -58,9 +58,9 @@ class Inputs:
     classes: list[str]  # the global class index: background, then labels in order of first appearance
 
 
-def read_inputs(images_dir: Path, labels_spec: str) -> Inputs:
-    """Read the label file and list the images; file-level problems raise, per-image ones are collected."""
-    spec = read_image_labels(labels_spec)
+def image_names(images_dir: Path) -> list[str]:
+    """The images below ``images_dir`` (paths relative to it); raises when there are none, or when two would
+    write the same mask (names that differ only in the extension)."""
     names = [str(p) for p in list_images(images_dir)]
     if not names:
         raise FreelabelError(f"no images found below {images_dir}")
@@ -70,6 +70,13 @@ def read_inputs(images_dir: Path, labels_spec: str) -> Inputs:
         raise FreelabelError(f"{len(clashes)} images would write the same mask ({', '.join(clashes[:4])}"
                              f"{', ...' if len(clashes) > 4 else ''}): rename them so that names differ in more "
                              "than the extension")
+    return names
+
+
+def read_inputs(images_dir: Path, labels_spec: str) -> Inputs:
+    """Read the label file and list the images; file-level problems raise, per-image ones are collected."""
+    spec = read_image_labels(labels_spec)
+    names = image_names(images_dir)
     if isinstance(spec, list):
         try:  # one label list for every image: a bad label is the input's mistake, not one image's
             shared = _checked_labels(spec)

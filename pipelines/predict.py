@@ -8,12 +8,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from freelabel.errors import ConfigError, FreelabelError
-from freelabel.io.images import MAX_PIXELS, list_images
+from freelabel.io.images import MAX_PIXELS
 from freelabel.io.labels import LabelError, check_label, read_label_vocabulary
 from freelabel.io.masks import IGNORE_INDEX
 from freelabel.segmenter.checkpoint import MODEL, read_run
 from freelabel.segmenter.predictor import Segmenter
-from freelabel.pipelines.generate import FolderOptions, Inputs, check_out_dir, label_folder, read_inputs
+from freelabel.pipelines.generate import (FolderOptions, Inputs, check_out_dir, image_names, label_folder,
+                                         read_inputs)
 
 
 @dataclass
@@ -37,9 +38,7 @@ class PredictConfig:
 def _vocabulary_inputs(images_dir: Path, vocabulary: list[str]) -> Inputs:
     """Every image gets no labels (the segmenter selects among ``vocabulary``); the class index is background plus
     the vocabulary."""
-    names = [str(p) for p in list_images(images_dir)]
-    if not names:
-        raise FreelabelError(f"no images found below {images_dir}")
+    names = image_names(images_dir)
     if len(vocabulary) >= IGNORE_INDEX:
         raise FreelabelError(f"{len(vocabulary)} labels do not fit 8-bit masks (at most {IGNORE_INDEX - 1})")
     return Inputs({name: () for name in names}, {}, [], ["background", *vocabulary])

@@ -11,19 +11,21 @@ from freelabel.io.files import read_json
 from freelabel.segmenter.trainer import TrainConfig, train, train_config
 
 
-def pseudo_masks_clip(pseudo_dir: str | Path) -> ClipConfig | None:
-    """The CLIP (model and weights) a ``generate`` folder's manifest names, or None when it names none."""
+def pseudo_masks_clip(pseudo_dir: str | Path) -> dict[str, Any]:
+    """The CLIP (``model`` and ``pretrained``) a ``generate`` folder's manifest names; {} when it names none."""
     manifest = Path(pseudo_dir) / "manifest.json"
     clip = read_json(manifest).get("config", {}).get("clip") if manifest.is_file() else None
-    return ClipConfig(**clip) if isinstance(clip, dict) else None
+    return {key: clip[key] for key in ("model", "pretrained") if key in clip} if isinstance(clip, dict) else {}
 
 
-def train_run(pseudo_dir: str | Path, out: str | Path, clip: ClipConfig | None = None,
-              clip_options: dict[str, Any] | None = None, **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
-    """Train on ``pseudo_dir`` into ``out``. clip: the backbone; None = the CLIP that made the pseudo-masks (or the
-    library default), with ``clip_options`` (device, cache, offline) on top. overrides: TrainConfig fields over
-    the model's training preset. Returns the config and the last metrics line."""
-    clip = clip or pseudo_masks_clip(pseudo_dir) or ClipConfig()
-    clip = dataclasses.replace(clip, **(clip_options or {}))
-    config = train_config(clip, **overrides)
+def train_run(pseudo_dir: str | Path, out: str | Path, clip_options: dict[str, Any] | None = None,
+              **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
+    """Train on ``pseudo_dir`` into ``out``. clip_options: ClipConfig fields given by the user (model, pretrained,
+    device, cache_dir, offline); without a model, the backbone is the CLIP that made the pseudo-masks (or the
+    library default). overrides: TrainConfig fields over the model's training preset. Returns the config and the
+    last metrics line."""
+    clip_options = dict(clip_options or {})
+    if "model" not in clip_options:
+        clip_options = {**pseudo_masks_clip(pseudo_dir), **clip_options}
+    config = train_config(dataclasses.replace(ClipConfig(), **clip_options), **overrides)
     return config, train(pseudo_dir, out, config)

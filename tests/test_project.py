@@ -1,6 +1,7 @@
 """The project's promises about itself: CI runs exactly the README's test command."""
 
 import re
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +43,11 @@ def test_pip_installs_no_generic_top_level_names():
     import freelabel.pipelines.cli
 
     assert freelabel.pipelines.cli.main.name == "main"
+
+
+def test_every_library_package_is_in_the_wheel():
+    """pyproject lists packages by hand (package-dir maps pipelines/): a package left out is missing from a
+    non-editable install, which editable installs hide."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "freelabel").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)

@@ -8,8 +8,7 @@ from freelabel.clip.loading import ClipConfig, load_clip
 from freelabel.errors import ConfigError
 from freelabel.segmenter.config import SegmenterConfig
 from freelabel.segmenter.factory import architecture_config, create_segmenter, list_architectures
-from freelabel.segmenter.modeling import (UNSELECTED_LOGIT, RankNorm, SegmenterOutput, gather_labels,
-                                          scatter_ranked, select_top_k)
+from freelabel.segmenter.modeling import UNSELECTED_LOGIT, RankNorm, SegmenterOutput, gather_labels, select_top_k
 from freelabel.segmenter.trainer import TrainConfig, asymmetric_loss, present_labels, ranked_targets, segmenter_loss
 
 
@@ -49,18 +48,6 @@ def test_fewer_candidates_than_k_are_marked_invalid():
     valid = torch.tensor([[True, True, False, False, False]])
     _, chosen_valid = select_top_k(torch.randn(1, 5), valid, 4)
     assert chosen_valid.tolist() == [[True, True, False, False]]
-
-
-def test_scatter_ranked_puts_each_rank_at_its_candidate():
-    ranked = torch.randn(2, 4, 3, 3)
-    selected = torch.tensor([[4, 0, 2], [1, 3, 0]])
-    full = scatter_ranked(ranked, selected, 5)
-    assert full.shape == (2, 6, 3, 3)
-    assert torch.equal(full[:, 0], ranked[:, 0])
-    for b in range(2):
-        for rank, candidate in enumerate(selected[b].tolist()):
-            assert torch.equal(full[b, 1 + candidate], ranked[b, 1 + rank])
-    assert (full[0, 1 + 1] == UNSELECTED_LOGIT).all() and (full[0, 1 + 3] == UNSELECTED_LOGIT).all()
 
 
 def test_rank_norm_is_layer_norm_over_ranks_and_ignores_padding():

@@ -94,11 +94,13 @@ class DenseClipEncoder(nn.Module):
                  ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """``forward``'s global (B, D) and dense (B, D, H/p, W/p) embeddings, plus the patch tokens leaving each
         block in ``blocks`` (indices into the tower's blocks, negative from the end): a list of (B, width, H/p, W/p)
-        float tensors, for decoders that read intermediate layers."""
+        tensors in the tower's dtype, for decoders that read intermediate layers."""
         visual = self.visual
+        resblocks = visual.transformer.resblocks
+        if any(not -len(resblocks) <= index < len(resblocks) for index in blocks):
+            raise ValueError(f"block indices {list(blocks)} out of range for a tower of {len(resblocks)} blocks")
         x, (h, w) = self.embed(images)
         b = x.shape[0]
-        resblocks = visual.transformer.resblocks
         wanted = {index % len(resblocks) for index in blocks}
         first_surgery = len(resblocks) - self.surgery_blocks
         dense, taken = None, {}

@@ -2,7 +2,7 @@
 
 ``RUN_DIR/run.json``      the full training config, architecture, vocabulary and versions (written first)
 ``RUN_DIR/model.safetensors``  the segmenter's weights (the CLIP tower's too when it was fine-tuned)
-``RUN_DIR/state.safetensors`` + ``state.json``  weights, optimiser moments and position, to resume training
+``RUN_DIR/state.safetensors``  weights, optimiser moments and (in its metadata) the position, to resume training
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from freelabel.errors import FreelabelError
 from freelabel.io.files import atomic_path, read_json, write_json
 
-RUN, MODEL, STATE, STATE_META = "run.json", "model.safetensors", "state.safetensors", "state.json"
+RUN, MODEL, STATE = "run.json", "model.safetensors", "state.safetensors"
 ENCODER_PREFIX = "encoder."
 
 
@@ -29,9 +29,9 @@ def model_tensors(model: torch.nn.Module, with_encoder: bool) -> dict[str, torch
             if with_encoder or not name.startswith(ENCODER_PREFIX)}
 
 
-def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:
@@ -62,46 +62,49 @@ def load_model_weights(run_dir: Path, model: torch.nn.Module) -> None:
 
 def save_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, with_encoder: bool,
                position: dict[str, Any]) -> None:
-    """Write the training state: weights and AdamW moments as tensors, ``position`` (epoch, batch, step, ...) and
-    each parameter's step count as JSON. The JSON is written last, so a state is whole when its JSON names it."""
+    """Write the training state as one file, atomically: weights and AdamW moments as tensors, ``position``
+    (epoch, batch, step, ...) and each parameter's step count as JSON in its metadata, so a kill can never pair
+    one save's weights with another's position."""
     tensors = {f"model.{name}": tensor for name, tensor in model_tensors(model, with_encoder).items()}
-    state = optimizer.state_dict()["state"]
     steps = {}
-    for index, moments in state.items():
+    for index, moments in optimizer.state_dict()["state"].items():
         for key, value in moments.items():
             if key == "step":
                 steps[str(index)] = float(value)
             else:
                 tensors[f"optimizer.{index}.{key}"] = value.detach().contiguous().cpu()
-    _save(run_dir / STATE, tensors)
-    write_json(run_dir / STATE_META, {"position": position, "optimizer_steps": steps})
+    _save(run_dir / STATE, tensors, {"position": json.dumps(position), "optimizer_steps": json.dumps(steps)})
 
 
 def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
     """Restore ``save_state``'s weights and moments into ``model`` and ``optimizer``; returns the saved position,
     or None when the folder holds no state."""
-    if not (run_dir / STATE_META).is_file():
+    if not (run_dir / STATE).is_file():
         return None
-    meta = read_json(run_dir / STATE_META)
+    try:
+        with safe_open(str(run_dir / STATE), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        position, steps = json.loads(metadata["position"]), json.loads(metadata["optimizer_steps"])
+    except (SafetensorError, OSError, KeyError, ValueError) as error:
+        raise FreelabelError(f"{run_dir / STATE} is not a freelabel training state ({error}); delete it to start "
+                             "the run over") from None
     tensors = _load(run_dir / STATE)
     model.load_state_dict({name[len("model."):]: t for name, t in tensors.items() if name.startswith("model.")},
                           strict=False)
     device = next(model.parameters()).device
-    saved = optimizer.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for index, step in meta["optimizer_steps"].items():
-        state[int(index)] = {"step": torch.tensor(step)}
+    state: dict[int, dict[str, torch.Tensor]] = {int(index): {"step": torch.tensor(step)}
+                                                 for index, step in steps.items()}
     for name, tensor in tensors.items():
         if name.startswith("optimizer."):
             _, index, key = name.split(".", 2)
             state.setdefault(int(index), {})[key] = tensor.to(device)
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-    return meta["position"]
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+    return position
 
 
 def write_run(run_dir: Path, content: dict[str, Any]) -> None:
     """Write ``run.json``: everything needed to rebuild the segmenter and to know how it was trained."""
-    write_json(run_dir / RUN, json.loads(json.dumps(content)))
+    write_json(run_dir / RUN, content)
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:

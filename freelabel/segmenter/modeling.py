@@ -128,7 +128,8 @@ class RankedPixelHead(nn.Module):
         pixel = F.normalize(self.pixel_embed(pixels).float(), dim=1)
         labels = self.label_embed(text).float()
         labels = torch.cat([self.background.float().expand(labels.shape[0], 1, -1), labels], dim=1)
-        cosine = torch.einsum("bke,behw->bkhw", F.normalize(labels, dim=-1), pixel)
+        with torch.autocast(pixel.device.type, enabled=False):  # cosines near 1 need float32 (bf16 keeps ~3 digits)
+            cosine = torch.einsum("bke,behw->bkhw", F.normalize(labels, dim=-1), pixel)
         valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
         if self.rank_norm is not None:
             return self.rank_norm(cosine, valid)
@@ -163,15 +164,6 @@ def gather_labels(text: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Rows of ``text`` (B, N, D) picked per image by ``indices`` (B, k) int64: (B, k, D). (RankSeg's own gather
     indexes a flattened batch-1 tensor; this one works at any batch size.)"""
     return text.gather(1, indices[:, :, None].expand(-1, -1, text.shape[-1]))
-
-
-def scatter_ranked(pixel_logits: torch.Tensor, selected: torch.Tensor, num_candidates: int) -> torch.Tensor:
-    """Rank-ordered logits (B, 1 + k, H, W) back to candidate order (B, 1 + N, H, W): background stays first,
-    selected candidate ``selected[b, j]`` gets rank ``j``'s logits, every other candidate ``UNSELECTED_LOGIT``."""
-    b, _, h, w = pixel_logits.shape
-    out = pixel_logits.new_full((b, 1 + num_candidates, h, w), UNSELECTED_LOGIT)
-    out[:, 0] = pixel_logits[:, 0]
-    return out.scatter(1, (1 + selected)[:, :, None, None].expand(-1, -1, h, w), pixel_logits[:, 1:])
 
 
 class SelectedLabelSegmenter(nn.Module):

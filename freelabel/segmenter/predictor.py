@@ -53,16 +53,17 @@ class Segmenter:
         CPU. clip_config: where to find the CLIP weights (its model and tag must be the run's). vocabulary: more
         labels to select from, after the run's training vocabulary. top_k: as in ``__init__``."""
         run = read_run(run_dir)
-        trained = ClipConfig(**run["clip"])
-        if clip_config is not None and (clip_config.model, clip_config.pretrained) != (trained.model,
-                                                                                         trained.pretrained):
-            raise FreelabelError(f"{run_dir} was trained on {trained.model} ({trained.pretrained}), not "
+        model_name, pretrained = run["clip"]["model"], run["clip"]["pretrained"]
+        if clip_config is not None and (clip_config.model, clip_config.pretrained) != (model_name, pretrained):
+            raise FreelabelError(f"{run_dir} was trained on {model_name} ({pretrained}), not "
                                  f"{clip_config.model} ({clip_config.pretrained})")
-        config = clip_config or trained
-        if device is not None:
-            config = dataclasses.replace(config, device=device)
-        elif config.device.startswith("cuda") and not torch.cuda.is_available():
-            config = dataclasses.replace(config, device="cpu")
+        if device is None and clip_config is not None:
+            device = clip_config.device
+        elif device is None:  # the run's device when this machine has it
+            device = run["clip"]["device"]
+            device = "cpu" if device.startswith("cuda") and not torch.cuda.is_available() else device
+        config = dataclasses.replace(clip_config or ClipConfig(model=model_name, pretrained=pretrained),
+                                     device=device)
         clip = load_clip(config)
         model = create_segmenter(clip, SegmenterConfig.from_dict(run["architecture"]))
         load_model_weights(Path(run_dir), model)

@@ -10,6 +10,7 @@ process 0 alone validates and writes.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -202,6 +203,22 @@ class _Context:
     def main(self) -> bool:
         return self.rank == 0
 
+    def decide(self, *flags: bool) -> list[bool]:
+        """Process 0's values of ``flags``, in every process."""
+        if self.world == 1:
+            return list(flags)
+        values = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.broadcast(values, 0)
+        return [bool(v) for v in values.tolist()]
+
+    def gather(self, items: list) -> list:
+        """Every process's ``items``, concatenated (process 0's first)."""
+        if self.world == 1:
+            return items
+        everyone: list[list] = [[] for _ in range(self.world)]
+        dist.all_gather_object(everyone, items)
+        return [item for part in everyone for item in part]
+
 
 def _context(config: TrainConfig) -> _Context:
     """Join the process group when launched by torchrun; pick this process's device."""
@@ -210,8 +227,8 @@ def _context(config: TrainConfig) -> _Context:
         return _Context(device=torch.device(config.clip.device))
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = config.clip.device.startswith("cuda")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+    if not dist.is_initialized():  # generous timeout: the others wait while process 0 validates and saves
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=2))
     device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -271,13 +288,16 @@ class _ValidationSet:
                 continue  # reported by the training loader when it meets the file
             if truth.shape != image.shape[:2]:
                 continue
-            segmenter.set_image(image)
             present = [vocabulary[i - 1] for i in np.unique(truth) if 0 < i < IGNORE_INDEX]
-            for matrix, labels in ((own, None), (given, present)):
-                if labels == []:  # nothing to give: all background
+            try:
+                segmenter.set_image(image)
+                results = [segmenter.segment(labels) if labels != [] else None for labels in (None, present)]
+            except (FreelabelError, RuntimeError, MemoryError):
+                continue  # one image's problem (e.g. out of memory) does not end the training run
+            for matrix, result in zip((own, given), results):
+                if result is None:  # no label to give: all background
                     matrix.update(np.zeros_like(truth), truth)
                     continue
-                result = segmenter.segment(labels)
                 to_vocabulary = class_lookup(["background", *result.labels], names, unknown=len(names))
                 matrix.update(to_vocabulary[result.mask], truth)
         return {"miou": round(own.miou(), 4), "miou_given_labels": round(given.miou(), 4)}
@@ -301,17 +321,28 @@ def _validation_sets(config: TrainConfig, data: PseudoMaskSet, val_indices: list
     return sets
 
 
+# may change between a run and its resumption: they do not change what is learned
+RUNTIME_SETTINGS = {"max_minutes", "workers", "checkpoint_minutes", "val_masks"}
+RUNTIME_CLIP_SETTINGS = {"device", "cache_dir", "offline"}
+
+
+def _binding(content: dict[str, Any]) -> dict[str, Any]:
+    """The parts of ``run.json`` a resumed run must share with the run it resumes, flattened to one level."""
+    flat = {key: content.get(key) for key in ("data", "vocabulary", "architecture")}
+    flat["clip"] = {k: v for k, v in content.get("clip", {}).items() if k not in RUNTIME_CLIP_SETTINGS}
+    for key, value in content.get("train", {}).items():
+        if key == "clip":
+            continue
+        if key not in RUNTIME_SETTINGS:
+            flat[f"train.{key}"] = value
+    return flat
+
+
 def _check_run_dir(run_dir: Path, content: dict[str, Any]) -> None:
     """A run folder holds one run: resuming with other data or settings is refused."""
     if (run_dir / RUN).is_file():
-        previous = read_json(run_dir / RUN)
-        keys = ("data", "vocabulary", "train", "architecture", "clip")
-        changed = [key for key in keys if previous.get(key) != content[key]]
-        # max_minutes, workers and checkpoint_minutes may change between a run and its resumption
-        resumable = {"max_minutes", "workers", "checkpoint_minutes"}
-        if changed == ["train"]:
-            differing = {k for k in content["train"] if previous["train"].get(k) != content["train"][k]}
-            changed = [] if differing <= resumable else sorted(differing - resumable)
+        previous, current = _binding(read_json(run_dir / RUN)), _binding(content)
+        changed = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
         if changed:
             raise FreelabelError(f"{run_dir} holds another training run ({', '.join(changed)} differ; see "
                                  f"{run_dir / RUN}); choose a new --out folder")
@@ -403,8 +434,10 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
         shard = [batch[context.rank * per_process:(context.rank + 1) * per_process] for batch in batches]
         loader = torch.utils.data.DataLoader(_SafeItems(dataset), batch_sampler=shard, num_workers=config.workers,
                                              collate_fn=_collate)
-        sums, images_seen, epoch_started = {"loss": 0.0, "pixel": 0.0, "multilabel": 0.0}, 0, time.monotonic()
-        batches_run = 0
+        # the epoch's running sums live in the position: an epoch's line covers all of it across resumes
+        sums = position.setdefault("sums", {"loss": 0.0, "pixel": 0.0, "multilabel": 0.0, "images": 0,
+                                            "seconds": 0.0})
+        segment_started = time.monotonic()
         wrapped.train()
         if frozen:
             model.encoder.eval()
@@ -432,31 +465,36 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
             optimizer.step()
             position["step"] += 1
             position["batch"] += 1
-            batches_run += 1
-            images_seen += len(mask) * context.world
+            sums["images"] += len(mask) * context.world
             for key, value in (("loss", loss.item()), *parts.items()):
                 sums[key] += value
-            seconds = time.monotonic() - epoch_started
-            progress.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{images_seen / max(seconds, 1e-9):.1f}")
+            seconds = sums["seconds"] + time.monotonic() - segment_started
+            progress.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{sums['images'] / max(seconds, 1e-9):.1f}")
             progress.update(1)
+            problems = context.gather(problems)
             for problem in problems if context.main else ():
                 if problem is not None and problem["path"] not in reported:
                     reported.add(problem["path"])
                     append_jsonl(run_dir / ERRORS, {"path": problem["path"], "stage": "read",
                                                     "message": problem["message"]})
-            stop = config.max_minutes is not None and time.monotonic() - started >= config.max_minutes * 60
-            if stop or time.monotonic() - last_save >= config.checkpoint_minutes * 60:
+            # process 0's clock decides for all: every process must leave the loop at the same step
+            stop, save = context.decide(
+                config.max_minutes is not None and time.monotonic() - started >= config.max_minutes * 60,
+                time.monotonic() - last_save >= config.checkpoint_minutes * 60)
+            if stop or save:
                 break
         epoch_done = position["batch"] >= steps_per_epoch
         position["seconds"] = time.monotonic() - started
+        sums["seconds"] += time.monotonic() - segment_started
         if epoch_done:
             position["epoch"], position["batch"] = epoch + 1, 0
+            del position["sums"]
         if context.main:
             if epoch_done:
-                seconds = time.monotonic() - epoch_started
                 metrics = {"epoch": epoch + 1, "step": position["step"],
-                           **{k: round(v / max(1, batches_run), 4) for k, v in sums.items()},
-                           "lr": round(config.lr * factor, 8), "images_per_second": round(images_seen / seconds, 2),
+                           **{k: round(sums[k] / steps_per_epoch, 4) for k in ("loss", "pixel", "multilabel")},
+                           "lr": round(config.lr * factor, 8),
+                           "images_per_second": round(sums["images"] / sums["seconds"], 2),
                            "minutes": round(position["seconds"] / 60, 2)}
                 if context.device.type == "cuda":
                     metrics["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated(context.device) / 2 ** 30, 2)
