@@ -164,6 +164,9 @@ def test_a_killed_training_run_resumes_to_the_same_weights(pseudo, tmp_path):
     again = [{k: v for k, v in m.items() if k not in {"images_per_second", "minutes"}}
              for m in read_jsonl(tmp_path / "killed" / "metrics.jsonl")]
     assert again == whole
+    segmenter = Segmenter.from_run(tmp_path / "killed")  # and the resumed run predicts
+    segmenter.set_image(next(scenes(9, 1)).image)
+    assert segmenter.segment(["red circle"]).mask.shape == (64, 64)
 
 
 @pytest.mark.slow
@@ -176,6 +179,11 @@ def test_torchrun_trains_on_two_cpu_processes(pseudo, tmp_path):
     metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [m["epoch"] for m in metrics] == [1, 2]  # written once, by process 0
     assert Segmenter.from_run(tmp_path / "run").vocabulary
+    # process 0 refuses another run's settings in the folder: every process ends, none waits for it
+    refused = subprocess.run([torchrun, "--nproc-per-node", "2", "--no-python", FREELABEL, "train",
+                              str(pseudo / "pseudo"), "--out", str(tmp_path / "run"), *FAST, "--epochs", "2",
+                              "--lr", "0.01"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "holds another training run" in refused.stderr
 
 
 def test_a_corrupt_training_image_costs_one_line(pseudo, tmp_path):

@@ -1,6 +1,6 @@
 """Training the selected-label segmenter on pseudo-masks (``freelabel train``).
 
-One run folder is one training run. Its ``run.json`` is written before the first step; ``state.*`` is saved at
+One run folder is one training run. Its ``run.json`` is written before the first step; ``state.safetensors`` is saved at
 every epoch end and every ``checkpoint_minutes``, so a killed run resumes from its last state to the weights an
 uninterrupted run reaches (on CPU, where kernels are deterministic). Launched by ``torchrun`` (``WORLD_SIZE`` > 1)
 the same command trains with DistributedDataParallel: each process takes its share of every global batch, and
@@ -364,7 +364,7 @@ def _optimizer(model: SelectedLabelSegmenter, config: TrainConfig) -> torch.opti
 
 def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> dict[str, Any]:
     """Train a segmenter on the pseudo-masks of a ``generate`` folder; write the run folder (see the checkpoint
-    module): ``run.json``, ``model.safetensors``, ``state.*``, ``metrics.jsonl`` (one line per epoch: losses,
+    module): ``run.json``, ``model.safetensors``, ``state.safetensors``, ``metrics.jsonl`` (one line per epoch: losses,
     images/s, validation mIoU) and ``errors.jsonl`` (images that could not be read). Resumes when ``run_dir``
     holds a state of the same run. Returns the last metrics line."""
     pseudo_dir, run_dir = Path(pseudo_dir), Path(run_dir)
@@ -396,10 +396,16 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
     if resolved.crop_size % model.input_multiple:
         raise FreelabelError(f"crop size {resolved.crop_size} must be a multiple of {model.input_multiple} (the "
                              "patch size and the decoder's 1/4)")
+    refusal = None
     if context.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _check_run_dir(run_dir, content)
-        write_run(run_dir, content)
+        try:
+            _check_run_dir(run_dir, content)
+            write_run(run_dir, content)
+        except FreelabelError as error:
+            refusal = error
+    if context.decide(refusal is not None)[0]:  # the other processes stop too, rather than wait for process 0
+        raise refusal or FreelabelError(f"process 0 refused the run folder {run_dir}")
     frozen = config.backbone_lr_scale == 0
     optimizer = _optimizer(model, config)
     position = load_state(run_dir, model, optimizer) or {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0}
