@@ -1,0 +1,2 @@
+"""Video: classical optical flow (``flow``) and key-frame probabilities carried to the frames between
+(``propagate``)."""

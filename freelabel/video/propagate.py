@@ -1,0 +1,144 @@
+"""Carrying class probabilities from key frames to the frames between, by optical flow.
+
+Each frame between two key frames gets the previous key frame's probabilities warped forward frame by frame and
+the next key frame's warped backward (flow between consecutive frames, composed: classical flow fails on long jumps),
+blended by temporal distance. A pixel whose flow fails the forward-backward check (disocclusion, flow error) drops
+out of the chain it failed in; where both chains dropped it, or the blend is not confident, it becomes 255.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from freelabel.errors import ConfigError
+from freelabel.io.masks import IGNORE_INDEX
+from freelabel.video.flow import FlowConfig, OpticalFlow
+
+
+@dataclass
+class PropagationConfig:
+    """How masks travel between key frames."""
+
+    flow: FlowConfig = field(default_factory=FlowConfig)  # optical flow between consecutive frames
+    consistency_alpha: float = 0.01  # forward-backward check: |f + b|^2 < alpha (|f|^2 + |b|^2) + beta
+    consistency_beta: float = 0.5  # (Sundaram et al., 2010), in pixels^2
+    min_confidence: float = 0.5  # blended pixels whose top probability is below this become 255
+
+    def __post_init__(self) -> None:
+        if isinstance(self.flow, dict):
+            self.flow = FlowConfig(**self.flow)
+        if self.consistency_alpha < 0 or self.consistency_beta < 0:
+            raise ConfigError("consistency_alpha and consistency_beta must be >= 0")
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+
+
+def warp(values: torch.Tensor, flow: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward warping: ``out[:, y, x] = values[:, y + flow[y, x, 1], x + flow[y, x, 0]]`` (bilinear).
+
+    values: (C, H, W) float of the source frame. flow: (H, W, 2) float32, from each target pixel to where it is
+    in the source. Returns the warped (C, H, W) values and (H, W) bool: True where the source point is inside it.
+    """
+    height, width = flow.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    x, y = xs + flow[..., 0], ys + flow[..., 1]
+    inside = torch.from_numpy((x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5))
+    grid = torch.from_numpy(np.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], axis=-1))[None]
+    out = F.grid_sample(values[None].float(), grid.to(values.device), mode="bilinear", padding_mode="border",
+                        align_corners=False)[0]
+    return out, inside.to(values.device)
+
+
+def consistent(backward: np.ndarray, forward: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """Forward-backward check for a target frame: backward (H, W, 2) flow from target to source, forward (H, W, 2)
+    from source to target. Returns (H, W) bool: True where following ``backward`` and then ``forward`` (sampled
+    there) comes back within the tolerance."""
+    height, width = backward.shape[:2]
+    forward_there = warp(torch.from_numpy(forward.transpose(2, 0, 1).copy()), backward)[0].numpy().transpose(1, 2, 0)
+    loop = backward + forward_there
+    tolerance = alpha * ((backward ** 2).sum(-1) + (forward_there ** 2).sum(-1)) + beta
+    return (loop ** 2).sum(-1) < tolerance
+
+
+def one_hot(mask: np.ndarray, num_classes: int) -> torch.Tensor:
+    """(H, W) class indices (255 = unknown) -> (num_classes, H, W) float32 probabilities; unknown pixels get a
+    uniform distribution."""
+    labels = torch.from_numpy(mask.astype(np.int64))
+    unknown = labels == IGNORE_INDEX
+    probabilities = F.one_hot(labels.clamp(max=num_classes - 1), num_classes).permute(2, 0, 1).float()
+    probabilities[:, unknown] = 1.0 / num_classes
+    return probabilities
+
+
+class Propagator:
+    """Propagates key-frame probabilities over the frames between, one gap at a time (only that gap's frames are
+    held in memory)."""
+
+    def __init__(self, config: PropagationConfig | None = None):
+        self.config = config or PropagationConfig()
+        self.flow = OpticalFlow(self.config.flow)
+        self._flows: dict[tuple[int, int], np.ndarray] = {}
+
+    def _chain(self, frames: Sequence[np.ndarray], order: Sequence[int], start: torch.Tensor
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Warp ``start`` (the probabilities of ``frames[order[0]]``) along ``order`` step by step. Returns, for
+        ``order[1:]``, the probabilities and (H, W) bool validity (inside, consistent all along the way)."""
+        config = self.config
+        valid = torch.ones(start.shape[1:], dtype=torch.bool)
+        current, out = start, []
+        for source, target in zip(order, order[1:]):
+            backward, forward = self._flow(frames, target, source), self._flow(frames, source, target)
+            current, inside = warp(current, backward)
+            carried = warp(valid[None].float(), backward)[0][0] > 0.5
+            check = torch.from_numpy(consistent(backward, forward, config.consistency_alpha, config.consistency_beta))
+            valid = carried & inside & check
+            out.append((current, valid))
+        return out
+
+    def _flow(self, frames: Sequence[np.ndarray], a: int, b: int) -> np.ndarray:
+        """Flow from ``frames[a]`` to ``frames[b]``, computed once per gap (both chains use each pair)."""
+        if (a, b) not in self._flows:
+            self._flows[(a, b)] = self.flow(frames[a], frames[b])
+        return self._flows[(a, b)]
+
+    def between(self, frames: Sequence[np.ndarray], first: torch.Tensor | None, last: torch.Tensor | None
+                ) -> list[tuple[torch.Tensor, np.ndarray]]:
+        """Probabilities and masks for ``frames[1:-1]``.
+
+        frames: (H, W, 3) uint8 RGB frames from one key frame to the next, both included. first, last: (C, H, W)
+        float probabilities of the first and last frame; one may be None (a gap before the first or after the last
+        key frame; the frame it stands for is still given for its flow). Returns per frame between: the blended
+        (C, H, W) probabilities (0 where no chain reached) and the (H, W) uint8 mask (255 = not confident).
+        """
+        if first is None and last is None:
+            raise ValueError("a gap needs at least one key frame's probabilities")
+        inner = len(frames) - 2
+        if inner <= 0:
+            return []
+        self._flows: dict[tuple[int, int], np.ndarray] = {}
+        chains = []  # (per frame between: probabilities and validity, weight by temporal distance)
+        if first is not None:
+            chains.append((self._chain(frames, range(inner + 1), first), lambda i: (inner - i) / (inner + 1)))
+        if last is not None:
+            backward = self._chain(frames, range(inner + 1, 0, -1), last)[::-1]
+            chains.append((backward, lambda i: (i + 1) / (inner + 1)))
+        self._flows = {}
+        results = []
+        for i in range(inner):
+            total, weight_sum = None, None
+            for chain, weight in chains:
+                probabilities, valid = chain[i]
+                w = weight(i) * valid.float()
+                total = probabilities * w if total is None else total + probabilities * w
+                weight_sum = w if weight_sum is None else weight_sum + w
+            blended = total / weight_sum.clamp(min=1e-6)
+            confidence, mask = blended.max(dim=0)
+            mask = mask.to(torch.uint8)
+            mask[(weight_sum <= 0) | (confidence < self.config.min_confidence)] = IGNORE_INDEX
+            results.append((blended, mask.numpy()))
+        return results
