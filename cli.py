@@ -289,6 +289,57 @@ def predict(run: str, images: str, out: str, labels_spec: str | None, **options:
         raise SystemExit(1)
 
 
+@main.command()
+@_friendly_errors
+@click.argument("frames", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for one mask per frame.")
+@click.option("--labels", "labels_spec", help="The clip's labels ('a,b' or a file): key frames get the image "
+              "pipeline, the others propagated masks.")
+@click.option("--key-masks", type=click.Path(exists=True, file_okay=False),
+              help="Masks given for some frames (same names, .png, classes.txt): propagated, no CLIP.")
+@click.option("--key-interval", type=int, help="--labels: every K-th frame (and the last) is a key frame.")
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False),
+              help="--labels: a `freelabel train` run segments the key frames.")
+@click.option("--flow", "flow_method", type=click.Choice(["dis", "farneback"]), help="Optical flow method.")
+@click.option("--dis-preset", type=click.Choice(["ultrafast", "fast", "medium"]), help="DIS speed/quality preset.")
+@click.option("--flow-size", type=int, help="Short side (px) the flow is computed at.")
+@click.option("--min-confidence", type=float, help="Propagated pixels less confident than this become 255.")
+@click.option("--overlay", is_flag=True, default=None, help="Also write overlay.mp4 to watch.")
+@click.option("--overwrite", is_flag=True, default=None, help="Redo every frame; needed to reuse a folder.")
+@click.option("--max-pixels", type=int, help="Refuse larger frames unread.")
+@labeler_options
+@clip_options
+def video(frames: str, out: str, labels_spec: str | None, key_masks: str | None, key_interval: int | None,
+          checkpoint: str | None, flow_method: str | None, dis_preset: str | None, flow_size: int | None,
+          min_confidence: float | None, overlay: bool | None, overwrite: bool | None, max_pixels: int | None,
+          preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
+    """Masks for every frame of FRAMES (a folder of frames or a video file) from key frames: segmented with
+    --labels, or given with --key-masks; the frames between get their masks carried by optical flow. Exit code 0:
+    every frame done; 1: some frames failed (OUT/errors.jsonl); 2: a usage error."""
+    from freelabel.pipelines.generate import ERRORS
+    from freelabel.pipelines.video import VideoConfig, propagate_masks, video_labels
+    from freelabel.video.flow import FlowConfig
+    from freelabel.video.propagate import PropagationConfig
+
+    if (labels_spec is None) == (key_masks is None):
+        raise UserError("give exactly one of --labels (segment key frames) and --key-masks (given key frames)")
+    flow = dataclasses.replace(FlowConfig(), **_given(method=flow_method, dis_preset=dis_preset,
+                                                      working_size=flow_size))
+    propagation = dataclasses.replace(PropagationConfig(), flow=flow, **_given(min_confidence=min_confidence))
+    config = dataclasses.replace(VideoConfig(), propagation=propagation, clip=clip, preset=preset,
+                                 overrides=overrides, **_given(key_interval=key_interval, checkpoint=checkpoint,
+                                                               overlay=overlay, overwrite=overwrite,
+                                                               max_pixels=max_pixels))
+    manifest = (video_labels(frames, labels_spec, out, config) if labels_spec
+                else propagate_masks(frames, key_masks, out, config))
+    summary = manifest["summary"]
+    click.echo(f"{summary['done']} frame masks written ({summary['key_frames']} key frames), {summary['skipped']} "
+               f"skipped, {summary['failed']} failed in {summary['seconds']} s -> {out}"
+               + (f"; failures in {Path(out) / ERRORS}" if summary["failed"] else ""))
+    if summary["failed"]:
+        raise SystemExit(1)
+
+
 @main.group()
 def toy() -> None:
     """The toy world: synthetic scenes and clips with exact masks, and the toy CLIP."""

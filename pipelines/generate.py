@@ -108,7 +108,7 @@ def _checked_labels(labels: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(check_label(label) for label in labels))
 
 
-def _bind(out: Path, binding: dict[str, Any], overwrite: bool) -> bool:
+def bind_folder(out: Path, binding: dict[str, Any], overwrite: bool) -> bool:
     """Check ``out`` against the job it is bound to. Returns whether the binding must be (re)written; raises when
     the folder belongs to another job and ``overwrite`` is off."""
     if not (out / JOB).is_file():
@@ -124,7 +124,7 @@ def _bind(out: Path, binding: dict[str, Any], overwrite: bool) -> bool:
                          f"{out / JOB}). Use a new --out folder, or --overwrite to redo every image with the new ones.")
 
 
-def _clean_stray_files(out: Path) -> None:
+def clean_stray_files(out: Path) -> None:
     """Remove the temporary files of writes a kill interrupted (see ``atomic_path``)."""
     for path in [p for p in out.rglob(".*.tmp*") if p.is_file()]:
         path.unlink()
@@ -193,10 +193,10 @@ def label_folder(images_dir: Path, inputs: Inputs, out: Path, settings: dict[str
     labels_hash = hashlib.sha256(json.dumps(image_labels, sort_keys=True).encode()).hexdigest()
     binding = json.loads(json.dumps({"classes": inputs.classes, "image_labels": labels_hash,
                                      "settings": settings}))  # as it reads back from job.json
-    rebind = _bind(out, binding, options.overwrite)
+    rebind = bind_folder(out, binding, options.overwrite)
     segmenter = make_segmenter()
     out.mkdir(parents=True, exist_ok=True)
-    _clean_stray_files(out)
+    clean_stray_files(out)
     if rebind:
         (out / JOURNAL).unlink(missing_ok=True)  # entries of another job, or of images to redo
         write_json(out / JOB, binding)

@@ -1,11 +1,18 @@
 """Optical flow and mask propagation on synthetic motion with known answers."""
 
+import json
+
+import cv2
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+from cli import main
 from freelabel.errors import ConfigError
+from freelabel.io import read_classes, read_mask, write_classes, write_image, write_mask
 from freelabel.video.flow import FlowConfig, OpticalFlow
+from freelabel.video.frames import frame_index, frame_name
 from freelabel.video.propagate import PropagationConfig, Propagator, consistent, one_hot, warp
 
 
@@ -83,9 +90,11 @@ def test_propagation_between_key_frames_follows_the_motion():
         nearest_key = scenes[0][1] if t <= 2 else scenes[-1][1]
         assert iou(mask, truth) > max(0.8, iou(nearest_key, truth) + 0.05)  # beats copying the nearest key mask
         assert (mask == 255).mean() < 0.05
-    # one key frame only (after the last key frame): still carried, by one chain
+    # after the last key frame, and before the first: every other frame of the gap, by one chain
     after = propagator.between(frames, one_hot(scenes[0][1], 2), None)
-    assert len(after) == 4 and ((after[0][1] == 1) & (scenes[1][1] == 1)).sum() > 0.8 * (scenes[1][1] == 1).sum()
+    assert len(after) == 5 and iou(after[0][1], scenes[1][1]) > 0.8
+    before = propagator.between(frames, None, one_hot(scenes[-1][1], 2))
+    assert len(before) == 5 and iou(before[-1][1], scenes[-2][1]) > 0.8
     with pytest.raises(ValueError):
         propagator.between(frames, None, None)
 
@@ -99,3 +108,117 @@ def test_bad_flow_settings_are_config_errors(values):
 def test_bad_propagation_settings_are_config_errors():
     with pytest.raises(ConfigError):
         PropagationConfig(min_confidence=2)
+
+
+# --- the `freelabel video` command --------------------------------------------------------------------------------
+
+TINY = ["--model", "test-tiny-vit", "--pretrained", "random", "--no-crf"]
+
+
+@pytest.fixture
+def clip_folder(tmp_path):
+    """12 frames of the moving square, masks for frames 0, 5 and 10 in keys/ (with classes.txt)."""
+    for t in range(12):
+        frame, mask = _scene(t)
+        write_image(tmp_path / "frames" / f"{t:05d}.png", frame)
+        write_mask(tmp_path / "truth" / f"{t:05d}.png", mask)
+        if t % 5 == 0:
+            write_mask(tmp_path / "keys" / f"{t:05d}.png", mask)
+    write_classes(tmp_path / "keys" / "classes.txt", ["background", "square"])
+    return tmp_path
+
+
+def _video(*args):
+    return CliRunner().invoke(main, ["video", *map(str, args)])
+
+
+def test_frame_names_round_trip():
+    assert frame_index(frame_name(123)) == 123 and frame_name(7) == "frame_000007.png"
+    with pytest.raises(ValueError):
+        frame_index("00007.png")
+
+
+def test_key_masks_are_propagated_to_every_frame_and_a_rerun_resumes(clip_folder):
+    result = _video(clip_folder / "frames", "--key-masks", clip_folder / "keys", "--out", clip_folder / "out")
+    assert result.exit_code == 0, result.output
+    out = clip_folder / "out"
+    assert read_classes(out / "classes.txt") == ["background", "square"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["key_frames"] == 3 and len(manifest["images"]) == 12
+    for t in range(12):
+        mask, truth = read_mask(out / f"{t:05d}.png"), read_mask(clip_folder / "truth" / f"{t:05d}.png")
+        if t % 5 == 0:
+            assert np.array_equal(mask, truth)  # key frames keep their given mask
+        else:
+            assert ((mask == 1) & (truth == 1)).sum() / ((mask == 1) | (truth == 1)).sum() > 0.7
+    before = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    again = _video(clip_folder / "frames", "--key-masks", clip_folder / "keys", "--out", out)
+    assert again.exit_code == 0 and "0 frame masks written" in again.output and "12 skipped" in again.output
+    # a run killed after some frames: the missing ones are redone, to the same bytes
+    for name in ("00007.png", "00011.png"):
+        (out / name).unlink()
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    (out / "journal.jsonl").write_text("".join(json.dumps(e) + "\n" for e in journal[:7]))
+    resumed = _video(clip_folder / "frames", "--key-masks", clip_folder / "keys", "--out", out)
+    assert resumed.exit_code == 0, resumed.output
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before
+
+
+def test_an_unreadable_frame_costs_its_line(clip_folder):
+    (clip_folder / "frames" / "00003.png").write_bytes(b"not a png")
+    result = _video(clip_folder / "frames", "--key-masks", clip_folder / "keys", "--out", clip_folder / "out")
+    assert result.exit_code == 1
+    errors = [json.loads(line) for line in (clip_folder / "out" / "errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 1 and errors[0]["path"].endswith("00003.png")
+    assert len(list((clip_folder / "out").glob("*.png"))) == 11
+
+
+def _write_video(path, frames, fourcc="MJPG"):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_a_video_file_is_streamed_and_a_truncated_one_reports_its_missing_frames(clip_folder, tmp_path):
+    frames = [_scene(t)[0] for t in range(12)]
+    _write_video(tmp_path / "clip.avi", frames)
+    keys = tmp_path / "video-keys"
+    for t in (0, 5, 10):
+        write_mask(keys / frame_name(t), _scene(t)[1])
+    write_classes(keys / "classes.txt", ["background", "square"])
+    result = _video(tmp_path / "clip.avi", "--key-masks", keys, "--out", tmp_path / "out", "--overlay")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("frame_*.png")) == [frame_name(t) for t in range(12)]
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    capture.release()
+    data = (tmp_path / "clip.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[:len(data) * 2 // 3])
+    result = _video(tmp_path / "cut.avi", "--key-masks", keys, "--out", tmp_path / "cut")
+    assert result.exit_code == 1, result.output
+    errors = [json.loads(line) for line in (tmp_path / "cut" / "errors.jsonl").read_text().splitlines()]
+    assert errors and all("truncated" in e["message"] for e in errors)
+    assert len(errors) + len(list((tmp_path / "cut").glob("frame_*.png"))) == 12
+
+
+def test_labels_mode_segments_key_frames_and_propagates_the_rest(clip_folder):
+    result = _video(clip_folder / "frames", "--labels", "red square,blue circle", "--key-interval", "4", "--out",
+                    clip_folder / "out", *TINY)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((clip_folder / "out" / "manifest.json").read_text())
+    keys = sorted(name for name, entry in manifest["images"].items() if entry["key"])
+    assert keys == ["00000.png", "00004.png", "00008.png", "00011.png"]  # every 4th and the last
+    assert read_classes(clip_folder / "out" / "classes.txt") == ["background", "red square", "blue circle"]
+    assert len(list((clip_folder / "out").glob("*.png"))) == 12
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "exactly one of"),
+    (["--labels", "a", "--key-masks", "{keys}"], "exactly one of"),
+    (["--key-masks", "{frames}"], "classes.txt"),
+])
+def test_video_usage_errors_are_one_line(clip_folder, args, message):
+    args = [a.format(keys=clip_folder / "keys", frames=clip_folder / "frames") for a in args]
+    result = _video(clip_folder / "frames", "--out", clip_folder / "out", *args)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output

@@ -108,32 +108,34 @@ class Propagator:
 
     def between(self, frames: Sequence[np.ndarray], first: torch.Tensor | None, last: torch.Tensor | None
                 ) -> list[tuple[torch.Tensor, np.ndarray]]:
-        """Probabilities and masks for ``frames[1:-1]``.
+        """Probabilities and masks for the frames of one gap that are not key frames.
 
-        frames: (H, W, 3) uint8 RGB frames from one key frame to the next, both included. first, last: (C, H, W)
-        float probabilities of the first and last frame; one may be None (a gap before the first or after the last
-        key frame; the frame it stands for is still given for its flow). Returns per frame between: the blended
-        (C, H, W) probabilities (0 where no chain reached) and the (H, W) uint8 mask (255 = not confident).
+        frames: (H, W, 3) uint8 RGB frames in order. first: (C, H, W) float probabilities of ``frames[0]`` if it is
+        a key frame, else None (a gap before the first key frame); last: the same for ``frames[-1]`` (None: a gap
+        after the last key frame). Returns per frame that is not a key frame (``frames[1:-1]`` between two key
+        frames): the (C, H, W) blend of the chains that reach it, weighted by temporal distance and validity (0
+        where none does), and the (H, W) uint8 mask (255 = not confident).
         """
         if first is None and last is None:
             raise ValueError("a gap needs at least one key frame's probabilities")
-        inner = len(frames) - 2
-        if inner <= 0:
+        start, end = (1 if first is not None else 0), (len(frames) - 1 if last is not None else len(frames))
+        if end <= start:
             return []
         self._flows: dict[tuple[int, int], np.ndarray] = {}
-        chains = []  # (per frame between: probabilities and validity, weight by temporal distance)
+        span = len(frames) - 1
+        chains = []  # (probabilities and validity of frames[start:end], weight of frame t)
         if first is not None:
-            chains.append((self._chain(frames, range(inner + 1), first), lambda i: (inner - i) / (inner + 1)))
+            chains.append((self._chain(frames, range(0, end), first)[start - 1:], lambda t: (span - t) / span))
         if last is not None:
-            backward = self._chain(frames, range(inner + 1, 0, -1), last)[::-1]
-            chains.append((backward, lambda i: (i + 1) / (inner + 1)))
+            backward = self._chain(frames, range(span, start - 1, -1), last)[::-1]
+            chains.append((backward, lambda t: t / span))
         self._flows = {}
         results = []
-        for i in range(inner):
+        for i, t in enumerate(range(start, end)):
             total, weight_sum = None, None
             for chain, weight in chains:
                 probabilities, valid = chain[i]
-                w = weight(i) * valid.float()
+                w = (weight(t) if len(chains) == 2 else 1.0) * valid.float()
                 total = probabilities * w if total is None else total + probabilities * w
                 weight_sum = w if weight_sum is None else weight_sum + w
             blended = total / weight_sum.clamp(min=1e-6)

@@ -1,0 +1,281 @@
+"""``freelabel video``: masks for every frame of a clip from a few key frames, carried between them by optical flow.
+
+Key frames are either given as masks (``--key-masks DIR``: the frames with a mask there; no CLIP at all) or every
+``key_interval``-th frame (and the last), segmented with the image pipeline (``--labels``: the ``Labeler`` with the
+model's preset, or a trained segmenter with ``--checkpoint``). Frames are streamed: only the frames of one gap
+between key frames are in memory. The output folder follows ``generate``'s rules (``job.json`` binding, journal,
+manifest, errors, resume to the same bytes), one mask per frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+
+from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.errors import ConfigError, FreelabelError
+from freelabel.io.files import append_jsonl, provenance, read_jsonl, write_json, write_jsonl
+from freelabel.io.images import MAX_PIXELS, ImageReadError
+from freelabel.io.labels import (LabelError, check_label, class_lookup, read_classes, read_label_vocabulary,
+                                 write_classes)
+from freelabel.io.masks import IGNORE_INDEX, palette, read_mask, write_mask
+from freelabel.pipelines.generate import ERRORS, JOB, JOURNAL, MANIFEST, bind_folder, clean_stray_files
+from freelabel.pseudo.labeler import Labeler
+from freelabel.pseudo.preset import resolve_preset
+from freelabel.run.job import ImageSegmenter
+from freelabel.segmenter.predictor import Segmenter
+from freelabel.video.frames import Frame, frame_names, is_video, read_frames
+from freelabel.video.propagate import PropagationConfig, Propagator, one_hot
+
+
+@dataclass
+class VideoConfig:
+    """Everything that decides a clip's masks; saved in the manifest beside them."""
+
+    key_interval: int = 5  # --labels: every key_interval-th frame (and the last) is segmented by the image pipeline
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)  # flow and how masks travel
+    clip: ClipConfig = field(default_factory=ClipConfig)  # --labels: the CLIP of the pseudo-mask pipeline
+    preset: str | None = None  # --labels: preset file or "default"; None = the model's own
+    overrides: dict[str, Any] = field(default_factory=dict)  # --labels: labeler fields set on top of the preset
+    checkpoint: str | None = None  # --labels: a `freelabel train` run folder to segment key frames instead
+    overlay: bool = False  # also write overlay.mp4: the frames with their masks blended in, to watch
+    overwrite: bool = False  # redo every frame, and rebind the folder to new inputs or settings
+    max_pixels: int | None = MAX_PIXELS  # larger frames are refused unread
+
+    def __post_init__(self) -> None:
+        if isinstance(self.propagation, dict):
+            self.propagation = PropagationConfig(**self.propagation)
+        if self.key_interval < 1:
+            raise ConfigError(f"key_interval must be at least 1, got {self.key_interval}")
+
+
+@dataclass
+class _Key:
+    """A key frame: its probabilities over the run's classes (C, H, W) and the mask written for it."""
+
+    probabilities: torch.Tensor
+    mask: np.ndarray
+
+
+def _gaps(frames: Iterator[Frame], is_key: Callable[[Frame, bool], bool], failed: Callable[[Frame, str], None]
+          ) -> Iterator[list[Frame]]:
+    """Cut the readable frames into gaps: each from one key frame (or the clip's start) to the next (or the clip's
+    end), both ends included, so consecutive gaps share their key frame. Unreadable frames and frames of another
+    size than the first are reported through ``failed`` and left out. ``is_key(frame, is_last)``."""
+    gap: list[Frame] = []
+    size = None
+    pending: Frame | None = None
+
+    def readable() -> Iterator[Frame]:
+        nonlocal size
+        for frame in frames:
+            if isinstance(frame.pixels, ImageReadError):
+                failed(frame, str(frame.pixels))
+                continue
+            if size is None:
+                size = frame.pixels.shape
+            if frame.pixels.shape != size:
+                failed(frame, f"{frame.name} is {frame.pixels.shape[1]}x{frame.pixels.shape[0]}, the clip's first "
+                              f"frame {size[1]}x{size[0]}")
+                continue
+            yield frame
+
+    for frame in readable():
+        if pending is not None:
+            gap.append(pending)
+            if is_key(pending, False) and len(gap) > 1:
+                yield gap
+                gap = [pending]
+        pending = frame
+    if pending is not None:
+        gap.append(pending)
+        yield gap
+
+
+def _write_frame(out: Path, frame: Frame, mask: np.ndarray, key: bool) -> dict[str, Any]:
+    write_mask(out / Path(frame.name).with_suffix(".png"), mask)
+    return {"status": "done", "key": key, "ignored_fraction": round(float((mask == IGNORE_INDEX).mean()), 4)}
+
+
+def _propagate(frames_path: Path, out: Path, classes: list[str], binding: dict[str, Any], manifest: dict[str, Any],
+               config: VideoConfig, is_key: Callable[[Frame, bool], bool],
+               key_of: Callable[[Frame], _Key]) -> dict:
+    """The loop shared by both modes: bind ``out``, stream the frames gap by gap, skip gaps whose frames are all
+    done, propagate the others, journal every frame, rebuild the manifest and errors."""
+    rebind = bind_folder(out, binding, config.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stray_files(out)
+    if rebind:
+        (out / JOURNAL).unlink(missing_ok=True)
+        write_json(out / JOB, binding)
+    write_classes(out / "classes.txt", classes)
+    finished = {entry["image"]: entry for entry in read_jsonl(out / JOURNAL)}
+    propagator = Propagator(config.propagation)
+    counts, started = Counter(), time.monotonic()
+    keys: dict[str, _Key | None] = {}  # this gap's key frames (None: failed), the last one kept for the next gap
+    skipped: set[str] = set()
+
+    def record(frame: Frame, entry: dict[str, Any]) -> None:
+        append_jsonl(out / JOURNAL, {"image": frame.name, **entry})
+        finished[frame.name] = {"image": frame.name, **entry}
+        counts[entry["status"]] += 1
+
+    def failed(frame: Frame, reason: str) -> None:
+        record(frame, {"status": "failed", "stage": "read", "reason": reason})
+
+    def done(frame: Frame) -> bool:
+        return (finished.get(frame.name, {}).get("status") == "done"
+                and (out / Path(frame.name).with_suffix(".png")).is_file())
+
+    for gap in _gaps(read_frames(frames_path, config.max_pixels), is_key, failed):
+        if all(done(frame) for frame in gap):
+            skipped.update(frame.name for frame in gap)
+            keys = {}
+            continue
+        for frame in [f for f in (gap[0], gap[-1])[:len(gap)] if is_key(f, f is gap[-1])]:
+            if frame.name in keys:
+                continue
+            try:
+                keys[frame.name] = key_of(frame)
+            except (FreelabelError, ValueError, RuntimeError, MemoryError) as error:  # this key frame, not the run
+                keys[frame.name] = None
+                record(frame, {"status": "failed", "stage": "key frame", "reason": f"{type(error).__name__}: {error}"})
+                continue
+            if not done(frame):
+                record(frame, _write_frame(out, frame, keys[frame.name].mask, True))
+        first = keys.get(gap[0].name) if is_key(gap[0], gap[0] is gap[-1]) else None
+        last = keys.get(gap[-1].name) if len(gap) > 1 and is_key(gap[-1], True) else None
+        if first is None and last is None:  # no usable key frame on either side
+            for frame in gap:
+                if frame.name not in keys:
+                    failed(frame, "no key frame to propagate from")
+        else:  # a key frame that failed is propagated to like any other frame
+            results = propagator.between([frame.pixels for frame in gap], first.probabilities if first else None,
+                                         last.probabilities if last else None)
+            start, end = (1 if first else 0), (len(gap) - 1 if last else len(gap))
+            for frame, (_, mask) in zip(gap[start:end], results):
+                record(frame, _write_frame(out, frame, mask, False))
+        keys = {gap[-1].name: keys[gap[-1].name]} if gap[-1].name in keys else {}
+    manifest = {**manifest, "classes": classes, **provenance(),
+                "summary": {"done": counts["done"], "skipped": len(skipped), "failed": counts["failed"],
+                            "key_frames": sum(1 for e in finished.values() if e.get("key")),
+                            "seconds": round(time.monotonic() - started, 1)}}
+    write_json(out / MANIFEST, {**manifest, "images": dict(sorted(
+        (name, {k: v for k, v in entry.items() if k != "image"}) for name, entry in finished.items()))})
+    write_jsonl(out / ERRORS, ({"path": str(frames_path / name) if not is_video(frames_path) else
+                                f"{frames_path}#{name}", "stage": entry["stage"], "message": entry["reason"]}
+                               for name, entry in sorted(finished.items()) if entry["status"] == "failed"))
+    if config.overlay:
+        write_overlay(frames_path, out, config.max_pixels)
+    return manifest
+
+
+def propagate_masks(frames_path: str | Path, key_masks: str | Path, out: str | Path,
+                    config: VideoConfig | None = None) -> dict:
+    """Masks for every frame of ``frames_path`` (a folder of frames or a video file) from the masks given for some
+    of them in ``key_masks`` (same name with ``.png``, palette PNGs indexing ``key_masks/classes.txt``), without
+    any CLIP. Output masks use that class index. Returns the manifest."""
+    config = config or VideoConfig()
+    frames_path, key_masks, out = Path(frames_path), Path(key_masks), Path(out)
+    if not (key_masks / "classes.txt").is_file():
+        raise FreelabelError(f"{key_masks} needs a classes.txt (index name lines) for its masks")
+    classes = read_classes(key_masks / "classes.txt")
+    available = {str(p.relative_to(key_masks).with_suffix("")) for p in key_masks.rglob("*.png")}
+    names = frame_names(frames_path)
+    if names is not None and not any(str(Path(n).with_suffix("")) in available for n in names):
+        raise FreelabelError(f"no mask in {key_masks} is named like a frame of {frames_path} (e.g. "
+                             f"{Path(names[0]).with_suffix('.png')})")
+
+    def is_key(frame: Frame, is_last: bool) -> bool:
+        return str(Path(frame.name).with_suffix("")) in available
+
+    def key_of(frame: Frame) -> _Key:
+        mask = read_mask(key_masks / Path(frame.name).with_suffix(".png"))
+        if mask.shape != frame.pixels.shape[:2]:
+            raise FreelabelError(f"key mask of {frame.name} is {mask.shape[1]}x{mask.shape[0]}, its frame "
+                                 f"{frame.pixels.shape[1]}x{frame.pixels.shape[0]}")
+        return _Key(one_hot(mask, len(classes)), mask)
+
+    settings = {"mode": "key_masks", "key_masks": str(key_masks.resolve()),
+                "propagation": asdict(config.propagation), "max_pixels": config.max_pixels}
+    binding = {"classes": classes, "settings": settings, "key_frames": sorted(available)}
+    manifest = {"config": asdict(config), "frames": str(frames_path), "key_masks": str(key_masks)}
+    return _propagate(frames_path, out, classes, binding, manifest, config, is_key, key_of)
+
+
+def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, config: VideoConfig | None = None
+                 ) -> dict:
+    """Masks for every frame of ``frames_path`` from one label list for the clip: every ``key_interval``-th frame
+    and the last are segmented by the image pipeline (the ``Labeler`` with the model's preset, or the segmenter
+    of ``config.checkpoint``), the others get the key frames' probabilities carried by flow. Returns the manifest."""
+    config = config or VideoConfig()
+    frames_path, out = Path(frames_path), Path(out)
+    frame_names(frames_path)  # a folder of frames or a video, checked before any model loads
+    try:
+        labels = list(dict.fromkeys(check_label(label) for label in read_label_vocabulary(labels_spec)))
+    except LabelError as error:
+        raise FreelabelError(f"{labels_spec}: {error}") from None
+    classes = ["background", *labels]
+    if config.checkpoint:
+        settings: dict[str, Any] = {"checkpoint": str(Path(config.checkpoint).resolve())}
+    else:
+        _, labeler_config = resolve_preset(config.clip.model, config.preset, config.overrides)
+        settings = {"model": config.clip.model, "pretrained": config.clip.pretrained,
+                    "labeler": labeler_config.to_dict()}
+    settings.update(mode="labels", key_interval=config.key_interval, propagation=asdict(config.propagation),
+                    max_pixels=config.max_pixels)
+    binding = {"classes": classes, "settings": settings}
+    bind_folder(out, binding, config.overwrite)  # refused before the model loads
+    model: ImageSegmenter = (Segmenter.from_run(config.checkpoint, config.clip.device) if config.checkpoint
+                             else Labeler(load_clip(config.clip), config=labeler_config))
+    model.prepare_labels(labels)
+
+    def is_key(frame: Frame, is_last: bool) -> bool:
+        return frame.index % config.key_interval == 0 or is_last
+
+    def key_of(frame: Frame) -> _Key:
+        model.set_image(frame.pixels)
+        result = model.segment(labels)
+        to_classes = class_lookup(["background", *result.labels], classes, unknown=IGNORE_INDEX)
+        probabilities = torch.zeros(len(classes), *frame.pixels.shape[:2])
+        probabilities[to_classes[:len(result.labels) + 1]] = torch.from_numpy(result.probabilities)
+        return _Key(probabilities, to_classes[result.mask].astype(np.uint8))
+
+    manifest = {"config": asdict(config), "frames": str(frames_path), "labels": labels}
+    return _propagate(frames_path, out, classes, binding, manifest, config, is_key, key_of)
+
+
+def write_overlay(frames_path: Path, out: Path, max_pixels: int | None) -> Path:
+    """``out/overlay.mp4``: every readable frame with its mask blended in (palette colours, half opacity), at the
+    source's frame rate for a video (25 fps for a folder). Returns its path."""
+    fps = 25.0
+    if is_video(frames_path):
+        capture = cv2.VideoCapture(str(frames_path))
+        fps = capture.get(cv2.CAP_PROP_FPS) or fps
+        capture.release()
+    colours = palette()
+    writer = None
+    try:
+        for frame in read_frames(frames_path, max_pixels):
+            mask_path = out / Path(frame.name).with_suffix(".png")
+            if isinstance(frame.pixels, ImageReadError) or not mask_path.is_file():
+                continue
+            mask = read_mask(mask_path)
+            blended = np.where((mask > 0)[..., None], frame.pixels // 2 + colours[mask] // 2, frame.pixels)
+            if writer is None:
+                height, width = blended.shape[:2]
+                writer = cv2.VideoWriter(str(out / ".overlay.tmp.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                         (width, height))
+            writer.write(cv2.cvtColor(blended.astype(np.uint8), cv2.COLOR_RGB2BGR))
+    finally:
+        if writer is not None:
+            writer.release()
+    (out / ".overlay.tmp.mp4").replace(out / "overlay.mp4")
+    return out / "overlay.mp4"
