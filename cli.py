@@ -247,15 +247,25 @@ def evaluate(pred: str, gt: str, classes: str, as_json: bool, allow_missing: boo
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), help="bf16 autocast on GPU by default.")
 @click.option("--workers", type=int, help="Data-loading processes.")
 @click.option("--seed", type=int, help="Split, order, augmentation and initialisation seed.")
+@click.option("--weight-decay", type=float, help="AdamW weight decay on matrices.")
+@click.option("--warmup-fraction", type=float, help="Share of the steps warming the learning rate up.")
+@click.option("--grad-clip", type=float, help="Gradient norm clip; 0 = none.")
+@click.option("--scale-range", help="Random rescaling around --input-size, e.g. '0.5,2'.")
+@click.option("--multilabel-weight", type=float, help="Weight of the multi-label loss.")
+@click.option("--given-labels-fraction", type=float,
+              help="Share of images trained with their own labels as the only candidates.")
+@click.option("--checkpoint-minutes", type=float, help="Save the training state at least this often.")
+@click.option("--max-pixels", type=int, help="Refuse larger images unread.")
 @clip_options
 def train_command(pseudo_masks: str, out: str, images: str | None, holdout_labels: str | None,
-                  clip_given: dict[str, Any], **options: Any) -> None:
+                  scale_range: str | None, clip_given: dict[str, Any], **options: Any) -> None:
     """Train a selected-label segmenter on a `freelabel generate` output folder (PSEUDO_MASKS), on the CLIP that
     made it unless --model says otherwise. A killed run resumes from its last state when run again; under
     `torchrun --nproc-per-node N --no-python freelabel train ...` it trains on N processes."""
     from freelabel.pipelines.train import train_run
 
-    overrides = _given(images_dir=images, holdout_labels=_words(holdout_labels), **options)
+    overrides = _given(images_dir=images, holdout_labels=_words(holdout_labels), scale_range=_floats(scale_range),
+                       **options)
     config, metrics = train_run(pseudo_masks, out, clip_given, **overrides)
     click.echo(f"trained {metrics.get('epoch', 0)} epochs on {config.clip.model}: "
                + ", ".join(f"{k} {v}" for k, v in metrics.items() if k.startswith("val") or k == "loss")

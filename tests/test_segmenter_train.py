@@ -246,3 +246,10 @@ def test_a_models_training_preset_is_its_default_and_flags_override_it():
     assert toy.architecture == "rankseg-small"  # freelabel/segmenter/presets/freelabel-toy.json
     assert train_config(ClipConfig(model="freelabel-toy"), epochs=3).epochs == 3
     assert train_config(ClipConfig(model="ViT-B-16")) == TrainConfig(clip=ClipConfig(model="ViT-B-16"))
+
+
+def test_every_training_setting_has_a_flag():
+    flags = {option.name for option in main.commands["train"].params}
+    named = {"clip": "model", "images_dir": "images"}
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if named.get(f.name, f.name) not in flags]
+    assert not missing, missing
