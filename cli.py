@@ -314,6 +314,8 @@ def predict(run: str, images: str, out: str, labels_spec: str | None, **options:
 @click.option("--dis-preset", type=click.Choice(["ultrafast", "fast", "medium"]), help="DIS speed/quality preset.")
 @click.option("--flow-size", type=int, help="Short side (px) the flow is computed at.")
 @click.option("--min-confidence", type=float, help="Propagated pixels less confident than this become 255.")
+@click.option("--flagged-min-confidence", type=float,
+              help="Pixels failing the flow check on every side are kept where the key frames agree this much.")
 @click.option("--overlay", is_flag=True, default=None, help="Also write overlay.mp4 to watch.")
 @click.option("--overwrite", is_flag=True, default=None, help="Redo every frame; needed to reuse a folder.")
 @click.option("--max-pixels", type=int, help="Refuse larger frames unread.")
@@ -321,7 +323,8 @@ def predict(run: str, images: str, out: str, labels_spec: str | None, **options:
 @clip_options
 def video(frames: str, out: str, labels_spec: str | None, key_masks: str | None, key_interval: int | None,
           checkpoint: str | None, flow_method: str | None, dis_preset: str | None, flow_size: int | None,
-          min_confidence: float | None, overlay: bool | None, overwrite: bool | None, max_pixels: int | None,
+          min_confidence: float | None, flagged_min_confidence: float | None, overlay: bool | None,
+          overwrite: bool | None, max_pixels: int | None,
           preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
     """Masks for every frame of FRAMES (a folder of frames or a video file) from key frames: segmented with
     --labels, or given with --key-masks; the frames between get their masks carried by optical flow. Exit code 0:
@@ -335,7 +338,8 @@ def video(frames: str, out: str, labels_spec: str | None, key_masks: str | None,
         raise UserError("give exactly one of --labels (segment key frames) and --key-masks (given key frames)")
     flow = dataclasses.replace(FlowConfig(), **_given(method=flow_method, dis_preset=dis_preset,
                                                       working_size=flow_size))
-    propagation = dataclasses.replace(PropagationConfig(), flow=flow, **_given(min_confidence=min_confidence))
+    propagation = dataclasses.replace(PropagationConfig(), flow=flow, **_given(
+        min_confidence=min_confidence, flagged_min_confidence=flagged_min_confidence))
     config = dataclasses.replace(VideoConfig(), propagation=propagation, clip=clip, preset=preset,
                                  overrides=overrides, **_given(key_interval=key_interval, checkpoint=checkpoint,
                                                                overlay=overlay, overwrite=overwrite,

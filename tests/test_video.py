@@ -222,3 +222,13 @@ def test_video_usage_errors_are_one_line(clip_folder, args, message):
     args = [a.format(keys=clip_folder / "keys", frames=clip_folder / "frames") for a in args]
     result = _video(clip_folder / "frames", "--out", clip_folder / "out", *args)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_pixels_failing_every_check_are_kept_only_where_the_key_frames_agree():
+    scenes = [_scene(t, step=5) for t in range(6)]
+    frames, first, last = [f for f, _ in scenes], one_hot(scenes[0][1], 2), one_hot(scenes[-1][1], 2)
+    strict = Propagator(PropagationConfig(flagged_min_confidence=None)).between(frames, first, last)
+    default = Propagator().between(frames, first, last)
+    for (_, strict_mask), (_, mask) in zip(strict, default):
+        assert (mask == 255).sum() <= (strict_mask == 255).sum()
+        assert np.array_equal(mask[strict_mask != 255], strict_mask[strict_mask != 255])  # only 255s are filled
