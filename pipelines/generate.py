@@ -124,6 +124,19 @@ def bind_folder(out: Path, binding: dict[str, Any], overwrite: bool) -> bool:
                          f"{out / JOB}). Use a new --out folder, or --overwrite to redo every image with the new ones.")
 
 
+def open_folder(out: Path, binding: dict[str, Any], classes: list[str], rebind: bool) -> dict[str, dict]:
+    """Make a bound output folder ready to write (after ``bind_folder``): remove the temporary files of killed
+    writes, drop another job's journal and write the binding when ``rebind``, write ``classes.txt``. Returns the
+    journal's entries by image name."""
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stray_files(out)
+    if rebind:
+        (out / JOURNAL).unlink(missing_ok=True)  # entries of another job, or of images to redo
+        write_json(out / JOB, binding)
+    write_classes(out / "classes.txt", classes)  # every run: a kill between the two writes cannot leave it stale
+    return {entry["image"]: entry for entry in read_jsonl(out / JOURNAL)}
+
+
 def clean_stray_files(out: Path) -> None:
     """Remove the temporary files of writes a kill interrupted (see ``atomic_path``)."""
     for path in [p for p in out.rglob(".*.tmp*") if p.is_file()]:
@@ -195,13 +208,7 @@ def label_folder(images_dir: Path, inputs: Inputs, out: Path, settings: dict[str
                                      "settings": settings}))  # as it reads back from job.json
     rebind = bind_folder(out, binding, options.overwrite)
     segmenter = make_segmenter()
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stray_files(out)
-    if rebind:
-        (out / JOURNAL).unlink(missing_ok=True)  # entries of another job, or of images to redo
-        write_json(out / JOB, binding)
-    write_classes(out / "classes.txt", inputs.classes)  # every run: a kill between the two writes cannot leave it stale
-    finished = {entry["image"]: entry for entry in read_jsonl(out / JOURNAL)}
+    finished = open_folder(out, binding, inputs.classes, rebind)
 
     jobs, skipped = [], 0
     for name, labels in inputs.labels.items():
@@ -237,6 +244,12 @@ def _write_records(out: Path, images_dir: Path, manifest: dict, finished: dict[s
               if name in inputs.labels}
     status.update({name: {"status": "failed", **problem} for name, problem in inputs.problems.items()})
     status.update({name: {"status": "skipped", "reason": "no labels for this image"} for name in inputs.unlabelled})
+    write_records(out, manifest, status, lambda name: str(images_dir / name))
+
+
+def write_records(out: Path, manifest: dict, status: dict[str, dict], path_of: Callable[[str], str]) -> None:
+    """Write ``manifest.json`` (``manifest`` plus every item's ``status`` entry, sorted by name) and
+    ``errors.jsonl`` (one line per failed item: ``path_of(name)``, stage, message)."""
     write_json(out / MANIFEST, {**manifest, "images": dict(sorted(status.items()))})
-    write_jsonl(out / ERRORS, ({"path": str(images_dir / name), "stage": entry["stage"], "message": entry["reason"]}
+    write_jsonl(out / ERRORS, ({"path": path_of(name), "stage": entry["stage"], "message": entry["reason"]}
                                for name, entry in sorted(status.items()) if entry["status"] == "failed"))

@@ -21,12 +21,11 @@ import torch
 
 from freelabel.clip.loading import ClipConfig, load_clip
 from freelabel.errors import ConfigError, FreelabelError
-from freelabel.io.files import append_jsonl, provenance, read_jsonl, write_json, write_jsonl
+from freelabel.io.files import append_jsonl, provenance
 from freelabel.io.images import MAX_PIXELS, ImageReadError
-from freelabel.io.labels import (LabelError, check_label, class_lookup, read_classes, read_label_vocabulary,
-                                 write_classes)
+from freelabel.io.labels import (LabelError, check_label, class_lookup, read_classes, read_label_vocabulary)
 from freelabel.io.masks import IGNORE_INDEX, palette, read_mask, write_mask
-from freelabel.pipelines.generate import ERRORS, JOB, JOURNAL, MANIFEST, bind_folder, clean_stray_files
+from freelabel.pipelines.generate import JOURNAL, bind_folder, open_folder, write_records
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import resolve_preset
 from freelabel.run.job import ImageSegmenter
@@ -104,19 +103,12 @@ def _write_frame(out: Path, frame: Frame, mask: np.ndarray, key: bool) -> dict[s
     return {"status": "done", "key": key, "ignored_fraction": round(float((mask == IGNORE_INDEX).mean()), 4)}
 
 
-def _propagate(frames_path: Path, out: Path, classes: list[str], binding: dict[str, Any], manifest: dict[str, Any],
-               config: VideoConfig, is_key: Callable[[Frame, bool], bool],
+def _propagate(frames_path: Path, out: Path, classes: list[str], binding: dict[str, Any], rebind: bool,
+               manifest: dict[str, Any], config: VideoConfig, is_key: Callable[[Frame, bool], bool],
                key_of: Callable[[Frame], _Key]) -> dict:
-    """The loop shared by both modes: bind ``out``, stream the frames gap by gap, skip gaps whose frames are all
-    done, propagate the others, journal every frame, rebuild the manifest and errors."""
-    rebind = bind_folder(out, binding, config.overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stray_files(out)
-    if rebind:
-        (out / JOURNAL).unlink(missing_ok=True)
-        write_json(out / JOB, binding)
-    write_classes(out / "classes.txt", classes)
-    finished = {entry["image"]: entry for entry in read_jsonl(out / JOURNAL)}
+    """The loop shared by both modes, on a folder ``bind_folder`` accepted: stream the frames gap by gap, skip gaps
+    whose frames are all done, propagate the others, journal every frame, rebuild the manifest and errors."""
+    finished = open_folder(out, binding, classes, rebind)
     propagator = Propagator(config.propagation)
     counts, started = Counter(), time.monotonic()
     keys: dict[str, _Key | None] = {}  # this gap's key frames (None: failed), the last one kept for the next gap
@@ -167,11 +159,9 @@ def _propagate(frames_path: Path, out: Path, classes: list[str], binding: dict[s
                 "summary": {"done": counts["done"], "skipped": len(skipped), "failed": counts["failed"],
                             "key_frames": sum(1 for e in finished.values() if e.get("key")),
                             "seconds": round(time.monotonic() - started, 1)}}
-    write_json(out / MANIFEST, {**manifest, "images": dict(sorted(
-        (name, {k: v for k, v in entry.items() if k != "image"}) for name, entry in finished.items()))})
-    write_jsonl(out / ERRORS, ({"path": str(frames_path / name) if not is_video(frames_path) else
-                                f"{frames_path}#{name}", "stage": entry["stage"], "message": entry["reason"]}
-                               for name, entry in sorted(finished.items()) if entry["status"] == "failed"))
+    status = {name: {k: v for k, v in entry.items() if k != "image"} for name, entry in finished.items()}
+    video = is_video(frames_path)
+    write_records(out, manifest, status, lambda name: f"{frames_path}#{name}" if video else str(frames_path / name))
     if config.overlay:
         write_overlay(frames_path, out, config.max_pixels)
     return manifest
@@ -206,8 +196,9 @@ def propagate_masks(frames_path: str | Path, key_masks: str | Path, out: str | P
     settings = {"mode": "key_masks", "key_masks": str(key_masks.resolve()),
                 "propagation": asdict(config.propagation), "max_pixels": config.max_pixels}
     binding = {"classes": classes, "settings": settings, "key_frames": sorted(available)}
+    rebind = bind_folder(out, binding, config.overwrite)
     manifest = {"config": asdict(config), "frames": str(frames_path), "key_masks": str(key_masks)}
-    return _propagate(frames_path, out, classes, binding, manifest, config, is_key, key_of)
+    return _propagate(frames_path, out, classes, binding, rebind, manifest, config, is_key, key_of)
 
 
 def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, config: VideoConfig | None = None
@@ -232,7 +223,7 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
     settings.update(mode="labels", key_interval=config.key_interval, propagation=asdict(config.propagation),
                     max_pixels=config.max_pixels)
     binding = {"classes": classes, "settings": settings}
-    bind_folder(out, binding, config.overwrite)  # refused before the model loads
+    rebind = bind_folder(out, binding, config.overwrite)  # refused before the model loads
     model: ImageSegmenter = (Segmenter.from_run(config.checkpoint, config.clip.device) if config.checkpoint
                              else Labeler(load_clip(config.clip), config=labeler_config))
     model.prepare_labels(labels)
@@ -249,7 +240,7 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
         return _Key(probabilities, to_classes[result.mask].astype(np.uint8))
 
     manifest = {"config": asdict(config), "frames": str(frames_path), "labels": labels}
-    return _propagate(frames_path, out, classes, binding, manifest, config, is_key, key_of)
+    return _propagate(frames_path, out, classes, binding, rebind, manifest, config, is_key, key_of)
 
 
 def write_overlay(frames_path: Path, out: Path, max_pixels: int | None) -> Path:

@@ -100,8 +100,9 @@ class Propagator:
         current, out = start, []
         for source, target in zip(order, order[1:]):
             backward, forward = self._flow(frames, target, source), self._flow(frames, source, target)
-            current, inside = warp(current, backward)
-            carried = warp(valid[None].float(), backward)[0][0] > 0.5
+            # the validity map travels as one more channel of the same warp
+            warped, inside = warp(torch.cat([current, valid[None].float()]), backward)
+            current, carried = warped[:-1], warped[-1] > 0.5
             check = torch.from_numpy(consistent(backward, forward, config.consistency_alpha, config.consistency_beta))
             valid = carried & inside & check
             out.append((current, valid))
