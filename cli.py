@@ -316,6 +316,8 @@ def predict(run: str, images: str, out: str, labels_spec: str | None, **options:
 @click.option("--min-confidence", type=float, help="Propagated pixels less confident than this become 255.")
 @click.option("--flagged-min-confidence", type=float,
               help="Pixels failing the flow check on every side are kept where the key frames agree this much.")
+@click.option("--refine/--no-refine", default=None,
+              help="A dense CRF snaps each propagated mask to its own frame's edges.")
 @click.option("--overlay", is_flag=True, default=None, help="Also write overlay.mp4 to watch.")
 @click.option("--overwrite", is_flag=True, default=None, help="Redo every frame; needed to reuse a folder.")
 @click.option("--max-pixels", type=int, help="Refuse larger frames unread.")
@@ -323,7 +325,8 @@ def predict(run: str, images: str, out: str, labels_spec: str | None, **options:
 @clip_options
 def video(frames: str, out: str, labels_spec: str | None, key_masks: str | None, key_interval: int | None,
           checkpoint: str | None, flow_method: str | None, dis_preset: str | None, flow_size: int | None,
-          min_confidence: float | None, flagged_min_confidence: float | None, overlay: bool | None,
+          min_confidence: float | None, flagged_min_confidence: float | None, refine: bool | None,
+          overlay: bool | None,
           overwrite: bool | None, max_pixels: int | None,
           preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
     """Masks for every frame of FRAMES (a folder of frames or a video file) from key frames: segmented with
@@ -342,7 +345,7 @@ def video(frames: str, out: str, labels_spec: str | None, key_masks: str | None,
         min_confidence=min_confidence, flagged_min_confidence=flagged_min_confidence))
     config = dataclasses.replace(VideoConfig(), propagation=propagation, clip=clip, preset=preset,
                                  overrides=overrides, **_given(key_interval=key_interval, checkpoint=checkpoint,
-                                                               overlay=overlay, overwrite=overwrite,
+                                                               refine=refine, overlay=overlay, overwrite=overwrite,
                                                                max_pixels=max_pixels))
     manifest = (video_labels(frames, labels_spec, out, config) if labels_spec
                 else propagate_masks(frames, key_masks, out, config))

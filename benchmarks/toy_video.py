@@ -4,9 +4,10 @@ anywhere in it), scored by `freelabel evaluate` against the exact masks (ignored
 segmented) and frames/s of both in the same run. Then peak memory of `freelabel video` on a 2,000-frame video file
 next to a 200-frame one (each in a fresh process).
 
-Held-out clip stream 3100 (never used for training or tuning).
+Reported on held-out clip stream 3100 (never used for training or tuning); video's settings were chosen on stream
+5000 (``--stream 5000 --memory-frames '' --video-option=--no-refine`` and the like).
 
-    .venv/bin/python benchmarks/toy_video.py [--clips 12] [--interval 4]
+    .venv/bin/python benchmarks/toy_video.py [--clips 12] [--interval 5]
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ def peak_rss_mb(args: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=12)
-    parser.add_argument("--interval", type=int, default=4, help="key-frame interval K")
-    parser.add_argument("--memory-frames", default="200,2000", help="video lengths for the memory figure")
+    parser.add_argument("--interval", type=int, default=5, help="key-frame interval K")
+    parser.add_argument("--stream", type=int, default=STREAM, help="toy clip stream (5000: the tuning one)")
+    parser.add_argument("--video-option", action="append", default=[], help="passed to freelabel video (tuning)")
+    parser.add_argument("--memory-frames", default="200,2000", help="video lengths for the memory figure ('': none)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="freelabel-toy-video-"))
     data = work / "clips"
-    freelabel("toy", "clips", "--seed", str(STREAM), "--n", str(args.clips), "--out", str(data))
+    freelabel("toy", "clips", "--seed", str(args.stream), "--n", str(args.clips), "--out", str(data))
     frame_labels = json.loads((data / "labels.json").read_text())
     clip_labels: dict[str, list[str]] = {}
     for name, labels in frame_labels.items():
@@ -65,7 +68,8 @@ def main() -> None:
     video_seconds, key_frames = 0.0, 0
     for clip, labels in sorted(clip_labels.items()):
         freelabel("video", str(data / "images" / clip), "--labels", ",".join(labels), "--key-interval",
-                  str(args.interval), "--model", "freelabel-toy", "--out", str(work / "video" / clip))
+                  str(args.interval), "--model", "freelabel-toy", "--out", str(work / "video" / clip),
+                  *args.video_option)
         summary = json.loads((work / "video" / clip / "manifest.json").read_text())["summary"]
         video_seconds, key_frames = video_seconds + summary["seconds"], key_frames + summary["key_frames"]
     # each clip's folder indexes its own labels: into the data's class index, as one folder to evaluate
@@ -82,7 +86,7 @@ def main() -> None:
           f" {key_frames} encoder passes, {frames / video_seconds:.1f} frames/s")
 
     memory = {}
-    for n in (int(v) for v in args.memory_frames.split(",")):
+    for n in (int(v) for v in args.memory_frames.split(",") if v):
         path = work / f"long{n}.avi"
         writer = None
         for i in range(n):  # the clips' frames over and over
@@ -95,7 +99,7 @@ def main() -> None:
         labels = sorted({label for labels in clip_labels.values() for label in labels})
         memory[n] = peak_rss_mb(["video", str(path), "--labels", ",".join(labels), "--model", "freelabel-toy",
                                  "--out", str(work / f"long{n}")])
-    print(f"toy_video: {args.clips} held-out clips ({frames} frames): generate every frame mIoU "
+    print(f"toy_video: {args.clips} clips of stream {args.stream} ({frames} frames): generate every frame mIoU "
           f"{generate_report['miou']:.4f} vs video K={args.interval} {video_report['miou']:.4f} "
           f"({100 * (video_report['miou'] - generate_report['miou']):+.1f} points), encoder passes {frames} vs "
           f"{key_frames} ({frames / key_frames:.1f}x fewer), {frames / per_frame['seconds']:.1f} vs "

@@ -4,7 +4,10 @@ mask unchanged. DAVIS 2016 val (3 sequences, 480p): IoU of the object, averaged 
 sequences. CamVid val (101 frames, 2 raw frames apart): mIoU over the 11 classes with void ignored. Pixels left 255
 count as wrong in both; their share is reported.
 
-    .venv/bin/python benchmarks/video_propagation.py [--intervals 3,5,10]
+``--toy STREAM``: the same on 12 toy clips of that stream (true masks, mIoU, ignored = wrong) instead: where the
+key-masks settings are chosen (stream 5000), never on the real clips above, which only report.
+
+    .venv/bin/python benchmarks/video_propagation.py [--intervals 3,5,10] [--toy 5000] [--video-option=--no-refine]
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from common import freelabel
 
-from freelabel.io import read_mask
+from freelabel.io import read_classes, read_mask
 from freelabel.io.masks import IGNORE_INDEX
 from freelabel.metrics import ConfusionMatrix
 
@@ -42,12 +45,12 @@ def nearest(position: int, keys: list[int]) -> int:
     return min(keys, key=lambda k: (abs(k - position), k))
 
 
-def run_clip(frames: Path, masks: list[Path], classes: Path, interval: int, work: Path
+def run_clip(frames: Path, masks: list[Path], classes: Path, interval: int, work: Path, options: list[str]
              ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], float]:
     """Propagate one clip's key masks; returns (propagated, copied, truth) per frame between, and the seconds."""
     keys = key_masks(masks, interval, classes, work / "keys")
     started = time.monotonic()
-    freelabel("video", str(frames), "--key-masks", str(work / "keys"), "--out", str(work / "out"))
+    freelabel("video", str(frames), "--key-masks", str(work / "keys"), "--out", str(work / "out"), *options)
     seconds = time.monotonic() - started
     scored = []
     for position, mask_path in enumerate(masks):
@@ -64,21 +67,46 @@ def object_iou(prediction: np.ndarray, truth: np.ndarray) -> float:
     return float((predicted & target).sum() / union) if union else 1.0
 
 
+def toy(stream: int, intervals: list[int], options: list[str], work: Path) -> None:
+    """The tuning figure: 12 toy clips of ``stream``, true masks on every K-th frame."""
+    data = work / "clips"
+    freelabel("toy", "clips", "--seed", str(stream), "--n", "12", "--out", str(data))
+    classes = data / "classes.txt"
+    summary = []
+    for interval in intervals:
+        matrices = {"propagated": ConfusionMatrix(len(read_classes(classes))),
+                    "copy": ConfusionMatrix(len(read_classes(classes)))}
+        for clip in sorted(p.name for p in (data / "images").iterdir()):
+            masks = sorted((data / "masks" / clip).glob("*.png"))
+            scored, _ = run_clip(data / "images" / clip, masks, classes, interval, work / f"{clip}-{interval}", options)
+            for p, c, t in scored:
+                matrices["propagated"].update(p, t)
+                matrices["copy"].update(c, t)
+        summary.append(f"K={interval}: mIoU propagated {matrices['propagated'].miou():.4f} vs copy "
+                       f"{matrices['copy'].miou():.4f}, ignored {matrices['propagated'].ignored_fraction():.4f}")
+    print(f"video_propagation toy stream {stream} {' '.join(options)}: " + " | ".join(summary))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--intervals", default="3,5,10", help="key-frame intervals K")
+    parser.add_argument("--toy", type=int, help="toy clip stream to measure instead of the real clips (tuning)")
+    parser.add_argument("--video-option", action="append", default=[], help="passed to freelabel video (tuning)")
     args = parser.parse_args()
+    intervals = [int(k) for k in args.intervals.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="freelabel-video-bench-"))
+    if args.toy is not None:
+        return toy(args.toy, intervals, args.video_option, work)
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA}")
-    work = Path(tempfile.mkdtemp(prefix="freelabel-video-bench-"))
     davis, camvid = DATA / "davis2016-val", DATA / "camvid-val"
     summary = []
-    for interval in (int(k) for k in args.intervals.split(",")):
+    for interval in intervals:
         propagated, copied, ignored, frames_done, seconds = [], [], [], 0, 0.0
         for sequence in sorted(p.name for p in (davis / "images").iterdir()):
             masks = sorted((davis / "masks" / sequence).glob("*.png"))
             scored, took = run_clip(davis / "images" / sequence, masks, davis / "classes.txt", interval,
-                                    work / f"davis-{sequence}-{interval}")
+                                    work / f"davis-{sequence}-{interval}", args.video_option)
             propagated.append(statistics.mean(object_iou(p, t) for p, _, t in scored))
             copied.append(statistics.mean(object_iou(c, t) for _, c, t in scored))
             ignored.append(statistics.mean(float((p == IGNORE_INDEX).mean()) for p, _, _ in scored))
@@ -87,7 +115,8 @@ def main() -> None:
                       f"(per sequence {', '.join(f'{p:.3f}/{c:.3f}' for p, c in zip(propagated, copied))}), "
                       f"ignored {statistics.mean(ignored):.3f}")
         masks = sorted((camvid / "masks").glob("*.png"))
-        scored, took = run_clip(camvid / "images", masks, camvid / "classes.txt", interval, work / f"camvid-{interval}")
+        scored, took = run_clip(camvid / "images", masks, camvid / "classes.txt", interval, work / f"camvid-{interval}",
+                                args.video_option)
         frames_done, seconds = frames_done + len(masks), seconds + took
         matrices = {"propagated": ConfusionMatrix(CAMVID_VOID), "copy": ConfusionMatrix(CAMVID_VOID)}
         for p, c, t in scored:

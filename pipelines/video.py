@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,6 +26,7 @@ from freelabel.io.images import MAX_PIXELS, ImageReadError
 from freelabel.io.labels import (LabelError, check_label, class_lookup, read_classes, read_label_vocabulary)
 from freelabel.io.masks import IGNORE_INDEX, palette, read_mask, write_mask
 from freelabel.pipelines.generate import JOURNAL, bind_folder, open_folder, write_records
+from freelabel.pseudo.crf import CrfConfig
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import resolve_preset
 from freelabel.run.job import ImageSegmenter
@@ -44,6 +45,10 @@ class VideoConfig:
     preset: str | None = None  # --labels: preset file or "default"; None = the model's own
     overrides: dict[str, Any] = field(default_factory=dict)  # --labels: labeler fields set on top of the preset
     checkpoint: str | None = None  # --labels: a `freelabel train` run folder to segment key frames instead
+    # a dense CRF on each propagated frame (its blended probabilities, its own pixels), to snap the carried masks to
+    # that frame's edges: labels mode uses the labeler's CRF (the preset's; the library default with --checkpoint),
+    # key-masks mode the library default CRF; sets propagation.crf
+    refine: bool = True
     overlay: bool = False  # also write overlay.mp4: the frames with their masks blended in, to watch
     overwrite: bool = False  # redo every frame, and rebind the folder to new inputs or settings
     max_pixels: int | None = MAX_PIXELS  # larger frames are refused unread
@@ -173,6 +178,7 @@ def propagate_masks(frames_path: str | Path, key_masks: str | Path, out: str | P
     of them in ``key_masks`` (same name with ``.png``, palette PNGs indexing ``key_masks/classes.txt``), without
     any CLIP. Output masks use that class index. Returns the manifest."""
     config = config or VideoConfig()
+    config = replace(config, propagation=replace(config.propagation, crf=CrfConfig() if config.refine else None))
     frames_path, key_masks, out = Path(frames_path), Path(key_masks), Path(out)
     if not (key_masks / "classes.txt").is_file():
         raise FreelabelError(f"{key_masks} needs a classes.txt (index name lines) for its masks")
@@ -216,10 +222,13 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
     classes = ["background", *labels]
     if config.checkpoint:
         settings: dict[str, Any] = {"checkpoint": str(Path(config.checkpoint).resolve())}
+        crf: CrfConfig | None = CrfConfig()
     else:
         _, labeler_config = resolve_preset(config.clip.model, config.preset, config.overrides)
         settings = {"model": config.clip.model, "pretrained": config.clip.pretrained,
                     "labeler": labeler_config.to_dict()}
+        crf = labeler_config.crf
+    config = replace(config, propagation=replace(config.propagation, crf=crf if config.refine else None))
     settings.update(mode="labels", key_interval=config.key_interval, propagation=asdict(config.propagation),
                     max_pixels=config.max_pixels)
     binding = {"classes": classes, "settings": settings}

@@ -1,5 +1,6 @@
 """Optical flow and mask propagation on synthetic motion with known answers."""
 
+import dataclasses
 import json
 
 import cv2
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from cli import main
 from freelabel.errors import ConfigError
 from freelabel.io import read_classes, read_mask, write_classes, write_image, write_mask
+from freelabel.pseudo.crf import CrfConfig
 from freelabel.video.flow import FlowConfig, OpticalFlow
 from freelabel.video.frames import frame_index, frame_name
 from freelabel.video.propagate import PropagationConfig, Propagator, consistent, one_hot, warp
@@ -232,3 +234,29 @@ def test_pixels_failing_every_check_are_kept_only_where_the_key_frames_agree():
     for (_, strict_mask), (_, mask) in zip(strict, default):
         assert (mask == 255).sum() <= (strict_mask == 255).sum()
         assert np.array_equal(mask[strict_mask != 255], strict_mask[strict_mask != 255])  # only 255s are filled
+
+
+def test_refining_snaps_a_propagated_mask_to_its_frames_edges():
+    frame = np.full((64, 80, 3), 40, np.uint8)  # a static red square; the key masks miss it by 4 px either side
+    frame[20:44, 28:52] = (200, 60, 60)
+    truth = np.zeros((64, 80), np.uint8)
+    truth[20:44, 28:52] = 1
+    first, last = one_hot(np.roll(truth, -4, axis=1), 2), one_hot(np.roll(truth, 4, axis=1), 2)
+
+    def iou(mask):
+        return ((mask == 1) & (truth == 1)).sum() / ((mask == 1) | (truth == 1)).sum()
+
+    plain = Propagator(PropagationConfig()).between([frame] * 5, first, last)
+    refined = Propagator(PropagationConfig(crf=CrfConfig())).between([frame] * 5, first, last)
+    for (_, plain_mask), (probabilities, mask) in zip(plain, refined):
+        assert iou(mask) > 0.95 and iou(plain_mask) < 0.8
+        assert torch.allclose(probabilities.sum(0), torch.ones(64, 80), atol=1e-4)
+
+
+def test_refine_is_on_by_default_and_recorded(clip_folder):
+    for flag, out in (([], "refined"), (["--no-refine"], "plain")):
+        assert _video(clip_folder / "frames", "--key-masks", clip_folder / "keys", "--out", clip_folder / out,
+                      *flag).exit_code == 0
+    crf = {out: json.loads((clip_folder / out / "manifest.json").read_text())["config"]["propagation"]["crf"]
+           for out in ("refined", "plain")}
+    assert crf["plain"] is None and crf["refined"] == dataclasses.asdict(CrfConfig())

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from freelabel.errors import ConfigError
 from freelabel.io.masks import IGNORE_INDEX
+from freelabel.pseudo.crf import CrfConfig, refine
 from freelabel.video.flow import FlowConfig, OpticalFlow
 
 
@@ -33,10 +34,15 @@ class PropagationConfig:
     # 0.6 was chosen on toy clips (stream 5000, K=5: mIoU 0.855 with None, 0.896 with 0.6, 0.895 / 0.894 with
     # 0.75 / 0.9), never on the real clips that report
     flagged_min_confidence: float | None = 0.6
+    # a dense CRF on each propagated frame's blended probabilities and its own pixels, to snap boundaries to that
+    # frame's edges (before the confidence rules above); None = the blend as it is
+    crf: CrfConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.flow, dict):
             self.flow = FlowConfig(**self.flow)
+        if isinstance(self.crf, dict):
+            self.crf = CrfConfig(**self.crf)
         if self.consistency_alpha < 0 or self.consistency_beta < 0:
             raise ConfigError("consistency_alpha and consistency_beta must be >= 0")
         for name in ("min_confidence", "flagged_min_confidence"):
@@ -141,20 +147,19 @@ class Propagator:
         results = []
         for i, t in enumerate(range(start, end)):
             temporal = [weight(t) if len(chains) == 2 else 1.0 for _, weight in chains]
-            valid = [chain[i][1].float() for chain, _ in chains]
-            blended, reached = self._blend([chain[i][0] for chain, _ in chains], temporal, valid)
+            warped = [chain[i][0] for chain, _ in chains]
+            blended, reached = self._blend(warped, temporal, [chain[i][1].float() for chain, _ in chains])
+            if not reached.all():  # where no chain is valid: the blend regardless of the check
+                anyway, _ = self._blend(warped, temporal, [torch.ones_like(p[0]) for p in warped])
+                blended = torch.where(reached[None], blended, anyway)
+            if self.config.crf is not None:
+                blended = refine(blended[None], torch.from_numpy(np.ascontiguousarray(frames[t]))[None],
+                                 self.config.crf)[0]
             confidence, mask = blended.max(dim=0)
             mask = mask.to(torch.uint8)
-            mask[confidence < self.config.min_confidence] = IGNORE_INDEX
-            mask[~reached] = IGNORE_INDEX
+            mask[reached & (confidence < self.config.min_confidence)] = IGNORE_INDEX
             fallback = self.config.flagged_min_confidence
-            if fallback is not None and not reached.all():  # where no chain is valid: both sides must agree
-                anyway, _ = self._blend([chain[i][0] for chain, _ in chains], temporal,
-                                        [torch.ones_like(v) for v in valid])
-                confidence, labels = anyway.max(dim=0)
-                keep = ~reached & (confidence >= fallback)
-                mask[keep] = labels[keep].to(torch.uint8)
-                blended = torch.where(reached[None], blended, anyway)
+            mask[~reached if fallback is None else ~reached & (confidence < fallback)] = IGNORE_INDEX
             results.append((blended, mask.numpy()))
         return results
 
