@@ -14,7 +14,6 @@ import click
 
 from freelabel.clip.loading import ClipConfig
 from freelabel.errors import FreelabelError
-from freelabel.io import read_label_vocabulary
 
 
 def _given(**options: Any) -> dict[str, Any]:
@@ -51,10 +50,12 @@ def clip_options(command: Callable) -> Callable:
     @click.option("--device", help="Torch device, e.g. cpu or cuda.")
     @click.option("--cache-dir", type=click.Path(file_okay=False), help="Weight cache ($FREELABEL_CACHE_DIR).")
     @click.option("--offline/--online", default=None, help="Never download ($FREELABEL_OFFLINE).")
+    @click.option("--text-cache", help="Label-embedding cache folder, or 'off' ($FREELABEL_TEXT_CACHE).")
     @functools.wraps(command)
     def wrapper(*args: Any, model: str | None, pretrained: str | None, device: str | None,
-                cache_dir: str | None, offline: bool | None, **kwargs: Any) -> Any:
-        given = _given(model=model, pretrained=pretrained, device=device, cache_dir=cache_dir, offline=offline)
+                cache_dir: str | None, offline: bool | None, text_cache: str | None, **kwargs: Any) -> Any:
+        given = _given(model=model, pretrained=pretrained, device=device, cache_dir=cache_dir, offline=offline,
+                       text_cache=text_cache)
         if wants_given:  # the command completes the config itself (e.g. from its input's manifest)
             return command(*args, clip_given=given, **kwargs)
         return command(*args, clip=dataclasses.replace(ClipConfig(), **given), **kwargs)
@@ -68,26 +69,48 @@ def main() -> None:
     """freelabel: segmentation labels from image-level labels with CLIP."""
 
 
+def selection_options(command: Callable) -> Callable:
+    """The label-free selection settings (``SelectionConfig``) a user tunes most, over the preset's; they arrive
+    as a ``selection_overrides`` dict."""
+
+    @click.option("--top-k", type=int, help="Label-free: at most this many labels per image.")
+    @click.option("--min-score", type=float, help="Label-free: a selected label's score reaches this (0-1).")
+    @functools.wraps(command)
+    def wrapper(*args: Any, top_k: int | None, min_score: float | None, **kwargs: Any) -> Any:
+        return command(*args, selection_overrides=_given(top_k=top_k, min_score=min_score), **kwargs)
+
+    return wrapper
+
+
+VOCABULARY_HELP = ("Vocabulary to select from: a file with one class per line (synonyms after commas), a classes.txt, "
+                   "or 'a,b,c'.")
+
+
 @main.command()
 @_friendly_errors
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
-@click.option("--labels", "vocabulary", required=True,
-              help="Candidate labels: a classes.txt, a file with one label per line, or 'a,b,c'.")
+@click.option("--vocab", "vocabulary", required=True, help=VOCABULARY_HELP)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for labels.json etc.")
-@click.option("--top-k", type=int, help="Labels kept per image.")
-@click.option("--min-probability", type=float, help="A kept label needs at least this probability.")
+@click.option("--preset", help="Preset JSON, or 'default'; without it, the model's own (its selection settings).")
+@selection_options
+@click.option("--overwrite", is_flag=True, default=None, help="Redo every image; needed to reuse a folder.")
+@click.option("--max-pixels", type=int, help="Refuse larger images unread (decompression bombs).")
 @clip_options
-def classify(images: str, vocabulary: str, out: str, top_k: int | None, min_probability: float | None,
-             clip: ClipConfig) -> None:
-    """Predict image-level labels for every image below IMAGES over an open vocabulary. Exit code 0: every image
-    labelled; 1: some images could not be read (listed in OUT/errors.jsonl); 2: a usage error."""
-    from freelabel.pipelines.classify import ERRORS, ClassifyConfig, classify_folder
+def classify(images: str, vocabulary: str, out: str, preset: str | None, selection_overrides: dict[str, Any],
+             overwrite: bool | None, max_pixels: int | None, clip: ClipConfig) -> None:
+    """Select image-level labels for every image below IMAGES from an open vocabulary: the whole image and its
+    regions, each classified alone. Writes OUT/labels.json (the input of `generate --labels`). Exit code 0: every
+    image labelled; 1: some images failed (OUT/errors.jsonl); 2: a usage error."""
+    from freelabel.pipelines.classify import ClassifyConfig, classify_folder
+    from freelabel.pipelines.generate import ERRORS
 
-    config = dataclasses.replace(ClassifyConfig(clip=clip), **_given(top_k=top_k, min_probability=min_probability))
-    labels, failed = classify_folder(images, read_label_vocabulary(vocabulary), out, config)
-    click.echo(f"labelled {len(labels)} images, {failed} failed -> {Path(out) / 'labels.json'}"
-               + (f"; failures in {Path(out) / ERRORS}" if failed else ""))
-    if failed:
+    config = ClassifyConfig(clip=clip, preset=preset, overrides=selection_overrides,
+                            **_given(overwrite=overwrite, max_pixels=max_pixels))
+    summary = classify_folder(images, vocabulary, out, config)["summary"]
+    click.echo(f"labelled {summary['done']} images, {summary['skipped']} skipped, {summary['failed']} failed in "
+               f"{summary['seconds']} s (+ {summary['text_seconds']} s encoding the vocabulary) -> "
+               f"{Path(out) / 'labels.json'}" + (f"; failures in {Path(out) / ERRORS}" if summary["failed"] else ""))
+    if summary["failed"]:
         raise SystemExit(1)
 
 
@@ -150,8 +173,10 @@ def labeler_options(command: Callable) -> Callable:
 @main.command()
 @_friendly_errors
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
-@click.option("--labels", "labels_spec", required=True,
+@click.option("--labels", "labels_spec",
               help="labels.json / .csv (image -> labels), or one label list for all images ('a,b' or a file).")
+@click.option("--vocab", "vocabulary", help="Label-free: " + VOCABULARY_HELP)
+@selection_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
 @click.option("--save-scores", is_flag=True, default=None, help="Also save float16 probabilities per image.")
 @click.option("--overwrite", is_flag=True, default=None,
@@ -159,14 +184,19 @@ def labeler_options(command: Callable) -> Callable:
 @click.option("--max-pixels", type=int, help="Refuse larger images unread (decompression bombs).")
 @labeler_options
 @clip_options
-def generate(images: str, labels_spec: str, out: str, save_scores: bool | None, overwrite: bool | None,
-             max_pixels: int | None, preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
-    """Pseudo-masks for every image below IMAGES from its image-level labels, with the model's preset (or
+def generate(images: str, labels_spec: str | None, vocabulary: str | None, selection_overrides: dict[str, Any],
+             out: str, save_scores: bool | None, overwrite: bool | None, max_pixels: int | None, preset: str | None,
+             overrides: dict[str, Any], clip: ClipConfig) -> None:
+    """Pseudo-masks for every image below IMAGES from its image-level labels (--labels), or from labels selected
+    for it from a vocabulary (--vocab; they are written to OUT/selection/labels.json), with the model's preset (or
     --preset) and any single setting overridden by its flag. Exit code 0: every image done; 1: some images failed
     (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
     from freelabel.pipelines.generate import ERRORS, GenerateConfig, generate as run
 
-    config = GenerateConfig(clip=clip, preset=preset, overrides=overrides,
+    if (labels_spec is None) == (vocabulary is None):
+        raise UserError("give exactly one of --labels (given labels) and --vocab (labels selected from it)")
+    config = GenerateConfig(clip=clip, preset=preset, overrides=overrides, vocabulary=vocabulary,
+                            selection_overrides=selection_overrides,
                             **_given(save_scores=save_scores, overwrite=overwrite, max_pixels=max_pixels))
     summary = run(images, labels_spec, out, config)["summary"]
     failed = summary["failed"]
@@ -354,6 +384,36 @@ def video(frames: str, out: str, labels_spec: str | None, key_masks: str | None,
                f"skipped, {summary['failed']} failed in {summary['seconds']} s -> {out}"
                + (f"; failures in {Path(out) / ERRORS}" if summary["failed"] else ""))
     if summary["failed"]:
+        raise SystemExit(1)
+
+
+@main.command()
+@_friendly_errors
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks, overlay, JSONL.")
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False),
+              help="A `freelabel train` run answers instead of the pseudo-mask pipeline.")
+@click.option("--max-pixels", type=int, help="Refuse a larger image unread.")
+@labeler_options
+@clip_options
+def query(image: str, texts: tuple[str, ...], out: str, checkpoint: str | None, max_pixels: int | None,
+          preset: str | None, overrides: dict[str, Any], clip: ClipConfig) -> None:
+    """Masks for free-text queries TEXTS on IMAGE, from one pass over the image: OUT/queryNN.png per text,
+    OUT/overlay.png to look at, OUT/queries.jsonl (area, mean score). Exit code 0: every text answered; 1: some
+    could not be (see queries.jsonl); 2: a usage error."""
+    from freelabel.pipelines.query import QUERIES, QueryConfig, query_image
+
+    config = QueryConfig(clip=clip, preset=preset, overrides=overrides,
+                         **_given(checkpoint=checkpoint, max_pixels=max_pixels))
+    results = query_image(image, texts, out, config)
+    for result in results:
+        click.echo(f"{result.text!r}: " + (f"error: {result.error}" if result.error else
+                                           f"area {result.area:.3f}, mean score {result.mean_score:.3f}"))
+    failed = sum(result.error is not None for result in results)
+    click.echo(f"{len(results) - failed} masks -> {out} (overlay.png, {QUERIES})"
+               + (f"; {failed} queries failed" if failed else ""))
+    if failed:
         raise SystemExit(1)
 
 

@@ -8,13 +8,16 @@ from freelabel.pseudo.config import LabelerConfig  # noqa: E402
 from freelabel.pseudo.crf import CrfConfig  # noqa: E402
 from freelabel.pseudo.labeler import Labeler, Segmentation  # noqa: E402
 from freelabel.pseudo.preset import Preset, model_preset, read_preset, write_preset  # noqa: E402
+from freelabel.pseudo.select import LabelSelector, SelectionConfig  # noqa: E402
+from freelabel.run.query import QueryResult, query  # noqa: E402
 from freelabel.segmenter.config import SegmenterConfig  # noqa: E402
 from freelabel.segmenter.factory import architecture_config, create_segmenter, list_architectures  # noqa: E402
 from freelabel.segmenter.modeling import SelectedLabelSegmenter  # noqa: E402
 from freelabel.segmenter.predictor import Segmenter  # noqa: E402
 from freelabel.segmenter.trainer import TrainConfig, train, train_config  # noqa: E402
 
-__all__ = ["ClipConfig", "CrfConfig", "FreelabelError", "Labeler", "LabelerConfig", "LoadedClip", "Preset",
-           "SegmenterConfig", "Segmentation", "Segmenter", "SelectedLabelSegmenter", "TrainConfig", "__version__",
-           "architecture_config", "create_segmenter", "list_architectures", "load_clip", "model_preset",
-           "read_preset", "train", "train_config", "write_preset"]
+__all__ = ["ClipConfig", "CrfConfig", "FreelabelError", "LabelSelector", "Labeler", "LabelerConfig", "LoadedClip",
+           "Preset", "QueryResult", "SegmenterConfig", "Segmentation", "Segmenter", "SelectedLabelSegmenter",
+           "SelectionConfig", "TrainConfig", "__version__", "architecture_config", "create_segmenter",
+           "list_architectures", "load_clip", "model_preset", "query", "read_preset", "train", "train_config",
+           "write_preset"]

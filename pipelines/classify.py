@@ -1,88 +1,100 @@
-"""Predicting image-level labels for a folder of images over an open vocabulary."""
+"""``freelabel classify``: image-level labels for a folder of images, selected from an open vocabulary.
+
+Each image's classes are chosen by ``LabelSelector`` (the whole image and its regions, each classified alone) with
+the model preset's ``selection`` settings. The folder follows ``generate``'s rules: bound to the vocabulary and
+settings (``job.json``), one journal line per image as it finishes, ``manifest.json`` and ``errors.jsonl``
+rebuilt from it, a killed run resumes to the same bytes. ``labels.json`` (image -> selected names) is the input
+format of ``freelabel generate --labels``, for a person to correct and re-run.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from freelabel.clip.classify import label_probabilities, label_similarities
-from freelabel.clip.loading import ClipConfig, load_clip
-from freelabel.errors import ConfigError, FreelabelError
-from freelabel.io import (ImageReadError, LabelError, check_label, list_images, prefetch_images, provenance,
-                          write_json)
-from freelabel.io.files import write_jsonl
+from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
+from freelabel.errors import ConfigError
+from freelabel.io import ImageReadError, prefetch_images, provenance, read_vocabulary, write_json
+from freelabel.io.files import append_jsonl
+from freelabel.io.images import MAX_PIXELS
+from freelabel.pipelines.generate import JOURNAL, bind_folder, image_names, open_folder, write_records
+from freelabel.pseudo.preset import resolve_preset
+from freelabel.pseudo.select import LabelSelector, SelectionConfig
 
-ERRORS = "errors.jsonl"
+SCORES_KEPT = 10  # best scores written per image (the vocabulary may hold thousands of classes)
 
 
 @dataclass
 class ClassifyConfig:
-    """How images are given labels. Saved as ``config.json`` beside the predictions."""
+    """Everything that decides the selected labels; saved in the manifest beside them."""
 
     clip: ClipConfig = field(default_factory=ClipConfig)  # which CLIP scores the labels
-    top_k: int = 3  # labels kept per image (the most probable first)
-    min_probability: float = 0.0  # a kept label needs at least this probability (softmax over the vocabulary)
-    batch_size: int = 32  # images per encoder pass
+    preset: str | None = None  # preset file or "default"; None = the model's own (its "selection" settings)
+    overrides: dict[str, Any] = field(default_factory=dict)  # SelectionConfig fields set on top of the preset's
+    overwrite: bool = False  # redo every image, and rebind the folder to a new vocabulary or settings
+    max_pixels: int | None = MAX_PIXELS  # larger images are refused unread
 
-    def __post_init__(self) -> None:
-        if self.top_k < 1 or self.batch_size < 1:
-            raise ConfigError(f"top_k and batch_size must be at least 1, got {self.top_k} and {self.batch_size}")
-        if not 0 <= self.min_probability <= 1:
-            raise ConfigError(f"min_probability must be in [0, 1], got {self.min_probability}")
+    def selection(self) -> SelectionConfig:
+        """The preset's selection settings with ``overrides`` on top (``ConfigError`` for a bad one)."""
+        preset, _ = resolve_preset(self.clip.model, self.preset)
+        unknown = set(self.overrides) - set(SelectionConfig.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown selection settings: {', '.join(sorted(unknown))}")
+        return replace(preset.selection, **self.overrides)
 
 
-def classify_folder(images_dir: str | Path, vocabulary: list[str], out: str | Path,
-                    config: ClassifyConfig | None = None) -> tuple[dict[str, list[str]], int]:
-    """Score every image below ``images_dir`` against ``vocabulary`` and write to ``out``:
-    ``labels.json`` (image -> kept labels, the input format of ``freelabel generate``), ``scores.json``
-    (image -> {label: probability}), ``errors.jsonl`` (one object per image that could not be read: path, stage,
-    message) and ``config.json``.
-
-    The vocabulary and the image list are checked before the model loads; unreadable images are reported and
-    skipped. Returns the kept labels per image and how many images failed.
-    """
+def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Path,
+                    config: ClassifyConfig | None = None, clip: LoadedClip | None = None) -> dict:
+    """Select every image's labels below ``images_dir`` from the vocabulary ``vocabulary_spec`` (a file with one
+    class per line, synonyms after commas; a ``classes.txt``; or ``"a,b,c"``) and write to ``out``: ``labels.json``,
+    ``manifest.json`` (config, selection settings, per image its labels and best scores), ``errors.jsonl``,
+    ``job.json``, ``journal.jsonl``. The vocabulary, settings and image list are checked before the model loads
+    (``clip``: an already loaded CLIP to use). Returns the manifest with every image's entry under ``images``; its
+    ``summary`` counts done, skipped and failed images."""
     config = config or ClassifyConfig()
-    if not vocabulary:
-        raise FreelabelError("the label vocabulary is empty")
-    try:
-        vocabulary = list(dict.fromkeys(check_label(label) for label in vocabulary))
-    except LabelError as error:
-        raise FreelabelError(f"the label vocabulary: {error}") from None
     images_dir, out = Path(images_dir), Path(out)
-    names = [str(p) for p in list_images(images_dir)]
-    if not names:
-        raise FreelabelError(f"no images found below {images_dir}")
-    clip = load_clip(config.clip)
-    labels, scores, failed = {}, {}, {}
-    batch_names, batch = [], []
-
-    def score_batch() -> None:
-        probabilities = label_probabilities(clip, label_similarities(clip, batch, vocabulary))
-        for name, row in zip(batch_names, probabilities):
-            order = np.argsort(-row)
-            labels[name] = [vocabulary[k] for k in order[:config.top_k] if row[k] >= config.min_probability]
-            scores[name] = {vocabulary[k]: round(float(row[k]), 5) for k in order}
-        batch_names.clear()
-        batch.clear()
-
-    images = prefetch_images([images_dir / name for name in names])
-    for name, (_, image) in tqdm(zip(names, images), total=len(names), desc="classifying", unit="image", disable=None):
+    selection = config.selection()
+    vocabulary = read_vocabulary(vocabulary_spec)
+    names = image_names(images_dir)
+    settings = {"model": config.clip.model, "pretrained": config.clip.pretrained, "selection": selection.to_dict(),
+                "vocabulary": hashlib.sha256(json.dumps(vocabulary).encode()).hexdigest(),
+                "max_pixels": config.max_pixels}
+    binding = {"classes": [], "image_labels": None, "settings": settings}
+    rebind = bind_folder(out, binding, config.overwrite)
+    clip = clip or load_clip(config.clip)  # before the folder is made: a model that cannot load leaves no trace
+    finished = open_folder(out, binding, None, rebind)
+    todo = [name for name in names if finished.get(name, {}).get("status") != "done"]
+    selector = LabelSelector(clip, selection)
+    started = time.monotonic()
+    selector.set_vocabulary(vocabulary)
+    text_seconds, started = time.monotonic() - started, time.monotonic()
+    counts = Counter()
+    images = prefetch_images([images_dir / name for name in todo], max_pixels=config.max_pixels)
+    for name, (_, image) in tqdm(zip(todo, images), total=len(todo), desc="selecting labels", unit="image",
+                                 disable=None):
         if isinstance(image, ImageReadError):
-            failed[name] = str(image)
-            continue
-        batch_names.append(name)
-        batch.append(image)
-        if len(batch) == config.batch_size:
-            score_batch()
-    if batch:
-        score_batch()
-    write_json(out / "labels.json", labels)
-    write_json(out / "scores.json", scores)
-    write_jsonl(out / ERRORS, ({"path": str(images_dir / name), "stage": "read", "message": message}
-                               for name, message in failed.items()))
-    write_json(out / "config.json", {"config": asdict(config), "images": str(images_dir),
-                                     "vocabulary": vocabulary, **provenance()})
-    return labels, len(failed)
+            entry = {"status": "failed", "stage": "read", "reason": str(image)}
+        else:
+            scores = selector.scores(image)
+            best = [(selector.names[i], round(float(scores[i]), 5)) for i in scores.argsort()[::-1][:SCORES_KEPT]]
+            chosen = [label for label, score in best[:selection.top_k] if score >= selection.min_score]
+            entry = {"status": "done", "labels": chosen, "scores": dict(best)}
+        append_jsonl(out / JOURNAL, {"image": name, **entry})
+        finished[name] = {"image": name, **entry}
+        counts[entry["status"]] += 1
+    status = {name: {k: v for k, v in finished[name].items() if k != "image"} for name in names if name in finished}
+    manifest = {"config": asdict(config), "selection": selection.to_dict(), "images_dir": str(images_dir),
+                "vocabulary": vocabulary_spec, "classes": len(vocabulary), "model": clip.pretrained, **provenance(),
+                "summary": {"done": counts["done"], "skipped": len(names) - len(todo), "failed": counts["failed"],
+                            "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}}
+    write_json(out / "labels.json", {name: entry["labels"] for name, entry in status.items()
+                                     if entry["status"] == "done"})
+    write_records(out, manifest, status, lambda name: str(images_dir / name))
+    return {**manifest, "images": status}

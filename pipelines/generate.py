@@ -42,6 +42,10 @@ class GenerateConfig:
     save_scores: bool = False  # also write float16 probabilities per image to scores/<image>.npz
     overwrite: bool = False  # redo every image, and rebind the folder to new labels or settings
     max_pixels: int | None = MAX_PIXELS  # larger images are refused unread (decompression bombs); None = no limit
+    # label-free: each image's labels are selected from this vocabulary file (see `freelabel classify`) into
+    # <out>/selection/ first; None = labels are given
+    vocabulary: str | None = None
+    selection_overrides: dict[str, Any] = field(default_factory=dict)  # SelectionConfig fields over the preset's
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels < 1:
@@ -124,16 +128,17 @@ def bind_folder(out: Path, binding: dict[str, Any], overwrite: bool) -> bool:
                          f"{out / JOB}). Use a new --out folder, or --overwrite to redo every image with the new ones.")
 
 
-def open_folder(out: Path, binding: dict[str, Any], classes: list[str], rebind: bool) -> dict[str, dict]:
+def open_folder(out: Path, binding: dict[str, Any], classes: list[str] | None, rebind: bool) -> dict[str, dict]:
     """Make a bound output folder ready to write (after ``bind_folder``): remove the temporary files of killed
-    writes, drop another job's journal and write the binding when ``rebind``, write ``classes.txt``. Returns the
-    journal's entries by image name."""
+    writes, drop another job's journal and write the binding when ``rebind``, write ``classes.txt`` (unless
+    ``classes`` is None: a folder without masks). Returns the journal's entries by image name."""
     out.mkdir(parents=True, exist_ok=True)
     clean_stray_files(out)
     if rebind:
         (out / JOURNAL).unlink(missing_ok=True)  # entries of another job, or of images to redo
         write_json(out / JOB, binding)
-    write_classes(out / "classes.txt", classes)  # every run: a kill between the two writes cannot leave it stale
+    if classes is not None:  # every run: a kill between the two writes cannot leave it stale
+        write_classes(out / "classes.txt", classes)
     return {entry["image"]: entry for entry in read_jsonl(out / JOURNAL)}
 
 
@@ -143,7 +148,7 @@ def clean_stray_files(out: Path) -> None:
         path.unlink()
 
 
-def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: GenerateConfig | None = None
+def generate(images_dir: str | Path, labels_spec: str | None, out: str | Path, config: GenerateConfig | None = None
              ) -> dict:
     """Write one palette PNG per image to ``out`` (same relative path, ``.png``), ``classes.txt`` (the global
     label index: 0 background, then labels in order of first appearance), optional ``scores/*.npz``,
@@ -151,6 +156,9 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: 
     settings, model, versions, per-image status) and ``errors.jsonl`` (one object per failed image: path, stage,
     message).
 
+    labels_spec: the images' labels (see ``read_image_labels``); None when ``config.vocabulary`` is given: then
+    every image's labels are first selected from it (``classify_folder`` into ``out/selection/``, whose
+    ``labels.json`` a person can correct and pass as labels) and the manifest lists them with their scores.
     Settings come from the model's preset (or ``config.preset``) with ``config.overrides`` on top. Everything that
     can be checked before the model loads is (settings, label file, image names); a problem with one image (its
     labels, its file) fails that image only. Returns the manifest, whose ``summary`` counts done, skipped and
@@ -158,19 +166,39 @@ def generate(images_dir: str | Path, labels_spec: str, out: str | Path, config: 
     """
     config = config or GenerateConfig()
     images_dir, out = Path(images_dir), Path(out)
+    if (labels_spec is None) == (config.vocabulary is None):
+        raise FreelabelError("give either labels or a vocabulary to select them from, not both")
     preset, labeler_config = resolve_preset(config.clip.model, config.preset, config.overrides)
     check_out_dir(images_dir, out)
-    inputs = read_inputs(images_dir, labels_spec)
-    settings = {"model": config.clip.model, "pretrained": config.clip.pretrained, "labeler": labeler_config.to_dict(),
-                "save_scores": config.save_scores, "max_pixels": config.max_pixels}
     clip: list[LoadedClip] = []
-
-    def labeler() -> Labeler:
-        clip.append(load_clip(config.clip))
-        return Labeler(clip[0], config=labeler_config)
-
     manifest = {"config": asdict(config), "preset": preset.to_dict(), "labeler": labeler_config.to_dict(),
                 "images_dir": str(images_dir), "labels": labels_spec}
+    selected: dict[str, dict] = {}
+    if config.vocabulary is not None:
+        from freelabel.pipelines.classify import ClassifyConfig, classify_folder  # it builds on this module
+
+        selection = ClassifyConfig(clip=config.clip, preset=config.preset, overrides=config.selection_overrides,
+                                   overwrite=config.overwrite, max_pixels=config.max_pixels)
+        selection.selection()  # settings checked before the model loads
+        clip.append(load_clip(config.clip))
+        selected = classify_folder(images_dir, config.vocabulary, out / "selection", selection, clip[0])["images"]
+        labels_spec = str(out / "selection" / "labels.json")
+        manifest.update(labels=labels_spec, selected={
+            name: {label: entry["scores"][label] for label in entry["labels"]}
+            for name, entry in selected.items() if entry["status"] == "done"})
+    inputs = read_inputs(images_dir, labels_spec)
+    for name, entry in selected.items():  # an image selection failed on fails here too, not "unlabelled"
+        if entry["status"] == "failed" and name in inputs.unlabelled:
+            inputs.unlabelled.remove(name)
+            inputs.problems[name] = {"stage": entry["stage"], "reason": entry["reason"]}
+    settings = {"model": config.clip.model, "pretrained": config.clip.pretrained, "labeler": labeler_config.to_dict(),
+                "save_scores": config.save_scores, "max_pixels": config.max_pixels}
+
+    def labeler() -> Labeler:
+        if not clip:
+            clip.append(load_clip(config.clip))
+        return Labeler(clip[0], config=labeler_config)
+
     return label_folder(images_dir, inputs, out, settings, labeler, manifest,
                         FolderOptions(config.save_scores, config.overwrite, config.max_pixels),
                         lambda: {"model": clip[0].pretrained})

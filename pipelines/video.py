@@ -24,7 +24,7 @@ from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.files import append_jsonl, provenance
 from freelabel.io.images import MAX_PIXELS, ImageReadError
 from freelabel.io.labels import (LabelError, check_label, class_lookup, read_classes, read_label_vocabulary)
-from freelabel.io.masks import IGNORE_INDEX, palette, read_mask, write_mask
+from freelabel.io.masks import IGNORE_INDEX, blend_mask, read_mask, write_mask
 from freelabel.pipelines.generate import JOURNAL, bind_folder, open_folder, write_records
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.pseudo.labeler import Labeler
@@ -260,7 +260,6 @@ def write_overlay(frames_path: Path, out: Path, max_pixels: int | None) -> Path:
         capture = cv2.VideoCapture(str(frames_path))
         fps = capture.get(cv2.CAP_PROP_FPS) or fps
         capture.release()
-    colours = palette()
     writer = None
     try:
         for frame in read_frames(frames_path, max_pixels):
@@ -268,7 +267,7 @@ def write_overlay(frames_path: Path, out: Path, max_pixels: int | None) -> Path:
             if isinstance(frame.pixels, ImageReadError) or not mask_path.is_file():
                 continue
             mask = read_mask(mask_path)
-            blended = np.where((mask > 0)[..., None], frame.pixels // 2 + colours[mask] // 2, frame.pixels)
+            blended = blend_mask(frame.pixels, mask)
             if writer is None:
                 height, width = blended.shape[:2]
                 writer = cv2.VideoWriter(str(out / ".overlay.tmp.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import open_clip
@@ -13,6 +14,8 @@ TEST_MODEL_CONFIGS = Path(__file__).parent / "model_configs"
 # registered here and, through the environment, in every worker process freelabel starts (freelabel.clip.loading)
 os.environ["FREELABEL_MODEL_CONFIGS"] = str(TEST_MODEL_CONFIGS)
 open_clip.add_model_config(TEST_MODEL_CONFIGS)
+# label embeddings are cached on disk by default: tests keep theirs out of the user's home
+os.environ["FREELABEL_TEXT_CACHE"] = tempfile.mkdtemp(prefix="freelabel-test-text-cache-")
 TEST_MODELS = sorted(p.stem for p in TEST_MODEL_CONFIGS.glob("*.json"))
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

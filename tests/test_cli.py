@@ -41,7 +41,7 @@ def test_bad_world_option_is_a_usage_error(tmp_path):
 
 def test_missing_weights_offline_is_one_message_not_a_traceback(tmp_path):
     write_image(tmp_path / "images" / "a.png", np.zeros((8, 8, 3), np.uint8))
-    result = CliRunner().invoke(main, ["classify", str(tmp_path / "images"), "--labels", "cat,dog", "--out",
+    result = CliRunner().invoke(main, ["classify", str(tmp_path / "images"), "--vocab", "cat,dog", "--out",
                                        str(tmp_path / "out"), "--model", "ViT-B-16", "--pretrained", "openai",
                                        "--offline", "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 2
@@ -55,18 +55,24 @@ def test_classify_reports_corrupt_images_and_labels_the_rest(tmp_path):
     for i, scene in enumerate(scenes(3, 2)):
         write_image(images / "sub" / f"{i}.png", scene.image)
     (images / "broken.jpg").write_bytes(b"definitely not a jpeg")
-    result = CliRunner().invoke(main, ["classify", str(images), "--labels", "red circle,blue square,cat",
-                                       "--out", str(tmp_path / "out"), "--model", "test-tiny-vit",
-                                       "--pretrained", "random", "--top-k", "2"])
+    args = ["classify", str(images), "--vocab", "red circle,blue square,cat", "--out", str(tmp_path / "out"),
+            "--model", "test-tiny-vit", "--pretrained", "random", "--top-k", "2", "--min-score", "0"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "1 failed" in result.output, result.output
     labels = json.loads((tmp_path / "out" / "labels.json").read_text())
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert sorted(labels) == ["sub/0.png", "sub/1.png"] and all(len(v) == 2 for v in labels.values())
     assert [(Path(e["path"]).name, e["stage"]) for e in errors] == [("broken.jpg", "read")]
-    scores = json.loads((tmp_path / "out" / "scores.json").read_text())
-    assert abs(sum(scores["sub/0.png"].values()) - 1) < 1e-3
-    config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["config"]["clip"]["model"] == "test-tiny-vit" and config["config"]["top_k"] == 2
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    entry = manifest["images"]["sub/0.png"]
+    assert list(entry["scores"])[:2] == entry["labels"] and all(0 <= v <= 1 for v in entry["scores"].values())
+    assert manifest["config"]["clip"]["model"] == "test-tiny-vit" and manifest["selection"]["top_k"] == 2
+    # a rerun resumes (nothing redone, same bytes); other settings are refused without --overwrite
+    before = (tmp_path / "out" / "labels.json").read_bytes()
+    assert "0 labelled" not in CliRunner().invoke(main, args).output
+    assert (tmp_path / "out" / "labels.json").read_bytes() == before
+    refused = CliRunner().invoke(main, args[:-1] + ["0.5"])
+    assert refused.exit_code == 2 and "another job" in refused.output
 
 
 INVALID_LABELER_OPTIONS = [
@@ -169,9 +175,9 @@ def test_a_flag_overrides_one_field_of_the_preset_and_the_manifest_records_both(
     ["toy", "clips", "--seed", "1", "--n", "1", "--frames", "0"],
     ["toy", "train-clip", "--minutes", "1", "--supervised-minutes", "2"],
     ["toy", "train-clip", "--minutes", "-1"],
-    ["classify", "IMAGES", "--labels", "cat", "--top-k", "0"],
-    ["classify", "IMAGES", "--labels", "cat", "--min-probability", "1.5"],
-    ["classify", "IMAGES", "--labels", "cat,background"],
+    ["classify", "IMAGES", "--vocab", "cat", "--top-k", "0"],
+    ["classify", "IMAGES", "--vocab", "cat", "--min-score", "1.5"],
+    ["classify", "IMAGES", "--vocab", "cat,background"],
 ], ids=lambda a: " ".join(a[:2] + a[-2:]))
 def test_invalid_toy_and_classify_options_are_one_error_line(tmp_path, args):
     (tmp_path / "images").mkdir()

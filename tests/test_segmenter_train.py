@@ -253,3 +253,13 @@ def test_every_training_setting_has_a_flag():
     named = {"clip": "model", "images_dir": "images"}
     missing = [f.name for f in dataclasses.fields(TrainConfig) if named.get(f.name, f.name) not in flags]
     assert not missing, missing
+
+
+def test_query_with_a_trained_segmenter(pseudo, tmp_path):
+    assert _train(pseudo, tmp_path / "run", "--epochs", "1").exit_code == 0
+    write_image(tmp_path / "scene.png", next(scenes(9, 1)).image)
+    result = CliRunner().invoke(main, ["query", str(tmp_path / "scene.png"), "red circle", "never trained name",
+                                       "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (tmp_path / "out" / "queries.jsonl").read_text().splitlines()]
+    assert [line["mask"] for line in lines] == ["query00.png", "query01.png"]

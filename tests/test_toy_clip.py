@@ -11,7 +11,7 @@ from cli import main
 from freelabel.clip.loading import BUNDLED, TOY_MODEL, load_clip
 from freelabel.toy.evaluate import zero_shot_report
 from freelabel.toy.train import ToyClipTrainConfig, mimetic_init, train_toy_clip
-from freelabel.toy.world import class_by_name, scenes
+from freelabel.toy.world import scenes
 
 WEIGHTS = BUNDLED[TOY_MODEL][1]
 
@@ -29,22 +29,18 @@ def test_toy_clip_loads_offline_and_classifies_held_out_scenes():
     assert report["shape"] > 0.8 and report["top1"] > 0.8
 
 
-def test_classify_command_on_the_bundled_example(tmp_path):
-    result = CliRunner().invoke(main, ["classify", "examples/toy/images", "--labels", "examples/toy/classes.txt",
-                                       "--model", TOY_MODEL, "--top-k", "1", "--out", str(tmp_path)])
+def test_label_free_selection_on_the_bundled_example(tmp_path):
+    result = CliRunner().invoke(main, ["classify", "examples/toy/images", "--vocab", "examples/toy/classes.txt",
+                                       "--model", TOY_MODEL, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     predicted = json.loads((tmp_path / "labels.json").read_text())
     truth = json.loads(open("examples/toy/labels.json").read())
-    assert sorted(predicted) == sorted(truth) and all(len(v) == 1 for v in predicted.values())
-
-    def looks(name):
-        toy_class = class_by_name(name)
-        return toy_class.colour, toy_class.texture
-
-    # in scenes of several objects the top label's colour and texture belong to one object, but its shape may be
-    # another's (attributes are bound loosely: multi-object mAP 0.39 in the benchmark)
-    hits = sum(looks(predicted[name][0]) in {looks(label) for label in truth[name]} for name in truth)
-    assert hits >= 7, (predicted, truth)
+    assert sorted(predicted) == sorted(truth)
+    chosen = sum(len(labels) for labels in predicted.values())
+    hits = sum(label in truth[name] for name, labels in predicted.items() for label in labels)
+    # regions classified alone find several objects per scene (the benchmark: precision 0.78, recall 0.82 on
+    # 900 held-out scenes); the whole image alone found about one
+    assert hits / chosen > 0.6 and hits / sum(len(labels) for labels in truth.values()) > 0.6, (predicted, truth)
 
 
 @pytest.mark.slow

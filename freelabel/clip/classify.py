@@ -28,10 +28,3 @@ def label_similarities(clip: LoadedClip, images: np.ndarray | Sequence[np.ndarra
         embeddings = clip.encode_images(clip.whole_images_to_tensor(images[start:start + batch_size]))
         similarities.append((embeddings @ text.T).cpu().numpy())
     return np.concatenate(similarities).astype(np.float32)
-
-
-def label_probabilities(clip: LoadedClip, similarities: np.ndarray) -> np.ndarray:
-    """Turn (N, K) similarities into (N, K) float32 probabilities (rows sum to 1) with the model's own logit
-    scale, as in CLIP's zero-shot classification."""
-    logits = torch.from_numpy(similarities) * clip.model.logit_scale.exp().item()
-    return logits.softmax(dim=-1).numpy().astype(np.float32)

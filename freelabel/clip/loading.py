@@ -32,6 +32,7 @@ from open_clip.pretrained import download_pretrained_from_url, get_pretrained_cf
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from PIL import Image
 
+from freelabel.clip.text import TextEmbeddingCache, encode_prompts, text_cache_dir, text_tower_digest
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import check_rgb
 
@@ -69,6 +70,7 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "itap of a {}.", "a photo of the large {}.", "a photo of the small {}.", "art of the {}.", "a {}.",
 )
 TEXT_BATCH = 512  # prompts per text-tower pass when many labels are encoded at once
+DISK_SHARD_LABELS = 4096  # labels per on-disk cache shard: a killed run keeps what it encoded, in few files
 # Models trained on other captions get their own templates.
 MODEL_TEMPLATES: dict[str, tuple[str, ...]] = {
     TOY_MODEL: ("a photo of a {}.", "a picture of a {}.", "a {}.", "an image with a {}."),
@@ -116,6 +118,9 @@ class ClipConfig:
     device: str = "cpu"  # torch device for the model
     cache_dir: str | None = None  # weight cache; None = $FREELABEL_CACHE_DIR, else the hub's and open_clip's own
     offline: bool | None = None  # never download; None = $FREELABEL_OFFLINE or $HF_HUB_OFFLINE
+    # label embeddings cached on disk here; None = $FREELABEL_TEXT_CACHE, else ~/.cache/freelabel/text-embeddings;
+    # "off" = none
+    text_cache: str | None = None
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -164,7 +169,10 @@ class LoadedClip:
     # and centre-crops, 'squash' scales each side to fit (aspect ratio lost), 'longest' scales the longer side to
     # fit and pads the rest with black.
     resize_mode: str = "shortest"
+    text_cache_dir: Path | None = None  # folder of the on-disk label-embedding cache; None = none
     _text_cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = field(default_factory=dict, repr=False)
+    _disk_caches: dict[tuple[str, ...], TextEmbeddingCache] = field(default_factory=dict, repr=False)
+    _text_digest: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -251,25 +259,47 @@ class LoadedClip:
     def encode_labels(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
         """Text embeddings of labels, each the renormalised mean over prompt templates.
 
-        Returns (K, D) float32 with unit rows, one per label; cached per (label, templates), so repeated
-        queries cost nothing.
+        Returns (K, D) float32 with unit rows, one per label; cached per (label, templates) in memory and, when
+        ``text_cache_dir`` is set, on disk (``TextEmbeddingCache``), so repeated labels cost no text-tower pass.
         """
         templates = tuple(templates or self.templates)
         missing = [label for label in dict.fromkeys(labels) if (label, templates) not in self._text_cache]
+        disk = self._disk_cache(templates) if missing and self.text_cache_dir is not None else None
+        if disk is not None:
+            found = disk.get(missing)
+            self._text_cache.update({(label, templates): e.to(self.device) for label, e in found.items()})
+            missing = [label for label in missing if label not in found]
         per_batch = max(1, TEXT_BATCH // len(templates))  # bounds memory for large vocabularies
-        for start in range(0, len(missing), per_batch):
-            chunk = missing[start:start + per_batch]
-            prompts = [template.format(label) for label in chunk for template in templates]
-            tokens = self.tokenizer(prompts).to(self.device)
-            embeddings = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-            embeddings = embeddings.view(len(chunk), len(templates), -1).mean(dim=1)
-            for label, embedding in zip(chunk, F.normalize(embeddings, dim=-1)):
-                self._text_cache[(label, templates)] = embedding
+        for first in range(0, len(missing), DISK_SHARD_LABELS):
+            shard = missing[first:first + DISK_SHARD_LABELS]
+            for start in range(0, len(shard), per_batch):
+                chunk = shard[start:start + per_batch]
+                prompts = [template.format(label) for label in chunk for template in templates]
+                embeddings = F.normalize(encode_prompts(self.model, self.tokenizer(prompts).to(self.device)), dim=-1)
+                embeddings = embeddings.view(len(chunk), len(templates), -1).mean(dim=1)
+                for label, embedding in zip(chunk, F.normalize(embeddings, dim=-1)):
+                    self._text_cache[(label, templates)] = embedding
+            if disk is not None:
+                disk.put(shard, torch.stack([self._text_cache[(label, templates)] for label in shard]))
         return torch.stack([self._text_cache[(label, templates)] for label in labels])
+
+    def _disk_cache(self, templates: tuple[str, ...]) -> TextEmbeddingCache:
+        """The on-disk cache for ``templates``, keyed by this model's text tower (digest computed once)."""
+        if templates not in self._disk_caches:
+            if self._text_digest is None:
+                self._text_digest = text_tower_digest(self.model)
+            tokenizer = self.tokenizer
+            key = {"model": self.name, "text_tower_sha256": self._text_digest, "templates": list(templates),
+                   "tokenizer": f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}",
+                   "context_length": getattr(tokenizer, "context_length", None)}
+            self._disk_caches[templates] = TextEmbeddingCache(self.text_cache_dir, key)
+        return self._disk_caches[templates]
 
     def forget_text(self) -> None:
         """Drop cached label embeddings; needed only when the text tower's weights change (training)."""
         self._text_cache.clear()
+        self._disk_caches.clear()
+        self._text_digest = None
 
 
 def _truthy(value: str | None) -> bool:
@@ -656,18 +686,19 @@ class _WeightsFollowFilter(logging.Filter):
 
 def load_clip(model: str | ClipConfig = "ViT-B-16", pretrained: str | None = None, *,
               device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
-              offline: bool | None = None) -> LoadedClip:
+              offline: bool | None = None, text_cache: str | os.PathLike | None = None) -> LoadedClip:
     """Build a CLIP model from open_clip's registry and load its weights (see ``resolve_source``).
 
     A pretrained tag's preprocessing applies as in ``open_clip.create_model_and_transforms``, and so does its
     QuickGELU flag (which open_clip itself only warns about); hub and folder models take theirs from their
     ``open_clip_config.json``; a checkpoint file given for a registry name has no tag: the config's defaults hold.
-    model: a model name, or a ``ClipConfig`` (then the other arguments are ignored).
+    model: a model name, or a ``ClipConfig`` (then the other arguments are ignored). text_cache: the label-embedding
+    cache folder, see ``freelabel.clip.text.text_cache_dir``.
     Returns a ``LoadedClip`` in eval mode on ``device``.
     """
     if isinstance(model, ClipConfig):
-        model, pretrained, device, cache_dir, offline = (model.model, model.pretrained, model.device,
-                                                         model.cache_dir, model.offline)
+        model, pretrained, device, cache_dir, offline, text_cache = (
+            model.model, model.pretrained, model.device, model.cache_dir, model.offline, model.text_cache)
     source = resolve_source(model, pretrained, cache_dir, offline)
     quiet = _WeightsFollowFilter() if source.checkpoint is not None else None
     if quiet:
@@ -684,4 +715,6 @@ def load_clip(model: str | ClipConfig = "ViT-B-16", pretrained: str | None = Non
             logging.getLogger().removeFilter(quiet)
     if source.checkpoint is not None:
         load_weights(net, source.checkpoint, source.description)
-    return LoadedClip.from_model(net.to(check_device(device)), model, source.description, source.open_clip_name)
+    clip = LoadedClip.from_model(net.to(check_device(device)), model, source.description, source.open_clip_name)
+    clip.text_cache_dir = text_cache_dir(text_cache)
+    return clip

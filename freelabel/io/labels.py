@@ -117,6 +117,27 @@ def read_label_vocabulary(spec: str) -> list[str]:
     return _unique_stripped(names)
 
 
+def read_vocabulary(spec: str) -> list[tuple[str, ...]]:
+    """A vocabulary to select labels from: each class its name first, then its synonyms.
+
+    A text file holds one class per line, synonyms after commas (``person, people, human``); a ``classes.txt``
+    or a comma-separated list (``"cat,dog"``) gives classes without synonyms (see ``read_label_vocabulary``).
+    Every name goes through ``check_label``; a bad one raises ``FreelabelError`` naming it. A class whose name
+    repeats an earlier class's is dropped, as are repeated synonyms. Returns the classes in order.
+    """
+    entries = read_label_vocabulary(spec)
+    rows = [[name.strip() for name in entry.split(",")] if Path(spec).is_file() else [entry] for entry in entries]
+    classes: dict[str, tuple[str, ...]] = {}
+    for row in rows:
+        try:
+            names = tuple(dict.fromkeys(check_label(name) for name in row if name))
+        except LabelError as error:
+            raise FreelabelError(f"{spec}: {error}") from None
+        if names and names[0] not in classes:
+            classes[names[0]] = names
+    return list(classes.values())
+
+
 def read_image_labels(spec: str) -> dict[str, list[str]] | list[str]:
     """Labels per image, or one label list for every image.
 

@@ -30,6 +30,14 @@ def palette(n: int = 256) -> np.ndarray:
     return colours
 
 
+def blend_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """``image`` ((H, W, 3) uint8 RGB) with the palette colour of each pixel's class in ``mask`` ((H, W) uint8)
+    blended in at ``opacity``; background (0) is left as it is. Returns (H, W, 3) uint8."""
+    colours = palette()[mask].astype(np.float32)
+    blended = (1 - opacity) * image.astype(np.float32) + opacity * colours
+    return np.where((mask > 0)[..., None], blended.round(), image).astype(np.uint8)
+
+
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     """Write an (H, W) uint8 class-index mask as a palette PNG (pixel value = class index) atomically."""
     if mask.ndim != 2 or mask.dtype != np.uint8:

@@ -15,6 +15,7 @@ from typing import Any
 from freelabel.errors import ConfigError
 from freelabel.io.files import read_json, write_json
 from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.select import SelectionConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_SOURCE = {
@@ -30,10 +31,11 @@ class Preset:
 
     labeler: LabelerConfig  # every setting of the maps, fusion, background, CRF and ignore
     source: dict[str, Any] = field(default_factory=dict)  # where it came from: name, data, seed, score, command
+    selection: SelectionConfig = field(default_factory=SelectionConfig)  # label-free: choosing labels from a vocabulary
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready ``{"labeler": {...}, "source": {...}}``."""
-        return {"labeler": self.labeler.to_dict(), "source": dict(self.source)}
+        """JSON-ready ``{"labeler": {...}, "selection": {...}, "source": {...}}``."""
+        return {"labeler": self.labeler.to_dict(), "selection": self.selection.to_dict(), "source": dict(self.source)}
 
 
 def read_preset(path: str | Path) -> Preset:
@@ -43,10 +45,11 @@ def read_preset(path: str | Path) -> Preset:
         raise ConfigError(f"{path} is not a freelabel preset (expected {{\"labeler\": {{...}}, \"source\": {{...}}}})")
     try:
         labeler = LabelerConfig.from_dict(content["labeler"])
-    except ConfigError as error:
+        selection = SelectionConfig(**content.get("selection", {}))
+    except (ConfigError, TypeError) as error:
         raise ConfigError(f"{path}: {error}") from None
     source = content.get("source") if isinstance(content.get("source"), dict) else {}
-    return Preset(labeler, {"file": str(path), **source})
+    return Preset(labeler, {"file": str(path), **source}, selection)
 
 
 def write_preset(path: str | Path, preset: Preset) -> None:

@@ -1,0 +1,191 @@
+"""Label-free selection over a vocabulary, the text-embedding disk cache and truncated-context text encoding."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli import main
+from conftest import TEST_MODELS
+from freelabel.clip.loading import TOY_MODEL, load_clip
+from freelabel.clip.text import encode_prompts, truncatable
+from freelabel.errors import ConfigError, FreelabelError
+from freelabel.io import read_vocabulary, write_image
+from freelabel.pseudo.preset import Preset, read_preset, write_preset
+from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.select import (LabelSelector, SelectionConfig, encode_vocabulary, find_regions, region_view,
+                                     select_top)
+from freelabel.toy.world import scenes
+
+
+def _two_squares():
+    image = np.full((64, 96, 3), 90, np.uint8)
+    image[8:28, 10:30] = (220, 30, 30)
+    image[36:60, 60:84] = (30, 60, 220)
+    return image
+
+
+def test_select_top_respects_k_and_threshold():
+    names = ["a", "b", "c", "d"]
+    scores = np.array([0.2, 0.9, 0.6, 0.95])
+    assert select_top(names, scores, 2, 0.0) == [("d", 0.95), ("b", 0.9)]
+    assert select_top(names, scores, 4, 0.5) == [("d", 0.95), ("b", 0.9), ("c", 0.6)]
+    assert select_top(names, scores, 3, 0.99) == []
+
+
+def test_vocabulary_synonyms_merge_into_one_class(tmp_path):
+    (tmp_path / "vocab.txt").write_text("person, people, human\ncat\n# a comment\ndog,  hound\ncat, kitty\n")
+    vocabulary = read_vocabulary(str(tmp_path / "vocab.txt"))
+    assert vocabulary == [("person", "people", "human"), ("cat",), ("dog", "hound")]
+    assert read_vocabulary("cat,dog") == [("cat",), ("dog",)]  # inline: no synonyms
+    (tmp_path / "bad.txt").write_text("cat\nbackground, bg\n")
+    with pytest.raises(FreelabelError, match="background"):
+        read_vocabulary(str(tmp_path / "bad.txt"))
+    clip = load_clip("test-tiny-vit", "random", text_cache="off")
+    merged = encode_vocabulary(clip, vocabulary)
+    names = clip.encode_labels(["person", "people", "human"])
+    assert merged.shape == (3, names.shape[1])
+    assert torch.allclose(merged[0], torch.nn.functional.normalize(names.mean(0), dim=0), atol=1e-6)
+    assert torch.allclose(merged[1], clip.encode_labels(["cat"])[0], atol=1e-6)
+
+
+def test_regions_find_separate_objects_and_views_paint_the_rest():
+    image = _two_squares()
+    regions = find_regions(image, SelectionConfig(min_area=0.02, max_area=0.5))
+    assert regions and all(r.shape == image.shape[:2] and r.dtype == bool for r in regions)
+    for top, left, side in ((8, 10, 20), (36, 60, 24)):
+        square = np.zeros(image.shape[:2], bool)
+        square[top:top + side, left:left + side] = True
+        best = max(((r & square).sum() / (r | square).sum()) for r in regions)
+        assert best > 0.8
+    assert not find_regions(image, SelectionConfig(min_area=0.9, max_area=1.0))  # area limits apply
+    view = region_view(image, regions[0], (1, 2, 3))
+    assert view.shape == (64, 64, 3) and view.dtype == np.uint8
+    assert (view == (1, 2, 3)).all(axis=-1).any()
+
+
+def test_selector_scores_every_class_and_selects_by_k_and_threshold():
+    clip = load_clip("test-tiny-vit", "random", text_cache="off")
+    selector = LabelSelector(clip, SelectionConfig(top_k=2, min_score=0.0))
+    with pytest.raises(ValueError):
+        selector.scores(_two_squares())
+    selector.set_vocabulary(["red square", ("blue square", "blue box"), "cat"])
+    scores = selector.scores(_two_squares())
+    assert scores.shape == (3,) and scores.dtype == np.float32 and ((scores >= 0) & (scores <= 1)).all()
+    chosen = selector.select(_two_squares())
+    assert len(chosen) == 2 and [s for _, s in chosen] == sorted(scores, reverse=True)[:2]
+    selector.config = SelectionConfig(top_k=3, min_score=float(scores.max()) + 1e-3 if scores.max() < 1 else 1.0)
+    assert len(selector.select(_two_squares())) <= 1
+
+
+@pytest.mark.parametrize("values", [{"top_k": 0}, {"min_score": 1.5}, {"min_area": 0.7, "max_area": 0.6},
+                                    {"region_scales": (0,)}, {"fill": (0, 0, 300)}, {"region_size": 2}])
+def test_bad_selection_settings_are_config_errors(values):
+    with pytest.raises(ConfigError):
+        SelectionConfig(**values)
+
+
+def test_presets_carry_their_selection_settings(tmp_path):
+    write_preset(tmp_path / "p.json", Preset(LabelerConfig(), {"name": "x"}, SelectionConfig(top_k=2)))
+    assert read_preset(tmp_path / "p.json").selection.top_k == 2
+    content = json.loads((tmp_path / "p.json").read_text())
+    del content["selection"]  # presets written before selection existed get the defaults
+    (tmp_path / "old.json").write_text(json.dumps(content))
+    assert read_preset(tmp_path / "old.json").selection == SelectionConfig()
+    content["selection"] = {"top_k": -1}
+    (tmp_path / "bad.json").write_text(json.dumps(content))
+    with pytest.raises(ConfigError, match="bad.json"):
+        read_preset(tmp_path / "bad.json")
+
+
+# --- text encoding ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [*TEST_MODELS, TOY_MODEL])
+def test_truncated_context_gives_the_full_context_embeddings(name):
+    clip = load_clip(name, None if name == TOY_MODEL else "random", text_cache="off")
+    prompts = ["a", "a photo of a striped blue triangle.", "ünïcödé 猫", "x " * 200]
+    tokens = clip.tokenizer(prompts)
+    assert truncatable(clip.model)
+    assert torch.allclose(encode_prompts(clip.model, tokens), clip.model.encode_text(tokens).float(), atol=1e-5)
+    short = clip.tokenizer(prompts[:2])
+    assert torch.allclose(encode_prompts(clip.model, short), clip.model.encode_text(short).float(), atol=1e-5)
+
+
+def test_towers_that_are_not_causal_keep_the_full_context(monkeypatch):
+    clip = load_clip("test-tiny-vit", "random", text_cache="off")
+    monkeypatch.setattr(clip.model, "text_pool_type", "last")  # pooling at the last position sees the padding
+    assert not truncatable(clip.model)
+    tokens = clip.tokenizer(["a cat"])
+    assert torch.equal(encode_prompts(clip.model, tokens), clip.model.encode_text(tokens).float())
+
+
+def _text_passes(clip):
+    """A list that grows by one per text-tower pass."""
+    calls = []
+    clip.model.token_embedding.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_disk_cache_hits_skip_the_text_tower_and_bad_entries_are_rebuilt(tmp_path):
+    labels = ["cat", "dog", "a much longer label"]
+    first = load_clip("test-tiny-vit", "random", text_cache=tmp_path)
+    expected = first.encode_labels(labels)
+    shards = list(tmp_path.rglob("*.safetensors"))
+    assert len(shards) == 1
+
+    again = load_clip("test-tiny-vit", "random", text_cache=tmp_path)  # a new run: memory cache empty
+    passes = _text_passes(again)
+    assert torch.allclose(again.encode_labels(labels), expected) and not passes
+    assert torch.allclose(again.encode_labels(["cat", "new one"])[0], expected[0]) and len(passes) == 1
+
+    shards[0].write_bytes(b"not a safetensors file")  # corrupt: recomputed, never trusted
+    broken = load_clip("test-tiny-vit", "random", text_cache=tmp_path)
+    passes = _text_passes(broken)
+    assert torch.allclose(broken.encode_labels(labels), expected, atol=1e-6) and passes
+    assert not shards[0].exists() or shards[0].read_bytes() != b"not a safetensors file"
+
+    other = load_clip("test-tiny-vit", "random", text_cache=tmp_path)  # other templates: another key
+    passes = _text_passes(other)
+    other.encode_labels(labels, templates=("{}",))
+    assert passes
+
+    with torch.no_grad():  # other weights: another key, so the old embeddings are never served
+        trained = load_clip("test-tiny-vit", "random", text_cache=tmp_path)
+        trained.model.token_embedding.weight.add_(1.0)
+    passes = _text_passes(trained)
+    assert not torch.allclose(trained.encode_labels(labels), expected) and passes
+
+    off = load_clip("test-tiny-vit", "random", text_cache="off")
+    assert off.text_cache_dir is None
+
+
+# --- generate --vocab ---------------------------------------------------------------------------------------------
+
+def test_generate_selects_labels_from_a_vocabulary_then_makes_masks(tmp_path):
+    images = tmp_path / "images"
+    for i, scene in enumerate(scenes(5, 3)):
+        write_image(images / f"{i}.png", scene.image)
+    (images / "broken.png").write_bytes(b"nope")
+    (tmp_path / "vocab.txt").write_text("red circle, red disc\nblue square\ngreen triangle\n")
+    args = ["generate", str(images), "--vocab", str(tmp_path / "vocab.txt"), "--out", str(tmp_path / "out"),
+            "--model", "test-tiny-vit", "--pretrained", "random", "--no-crf", "--top-k", "2", "--min-score", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "3 masks written" in result.output, result.output
+    selected = json.loads((tmp_path / "out" / "selection" / "labels.json").read_text())
+    assert sorted(selected) == ["0.png", "1.png", "2.png"] and all(len(v) == 2 for v in selected.values())
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert {name: list(scores) for name, scores in manifest["selected"].items()} == selected
+    assert manifest["images"]["broken.png"]["status"] == "failed"
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert [e["stage"] for e in errors] == ["read"]
+    classes = (tmp_path / "out" / "classes.txt").read_text().split("\n")
+    assert all(label in " ".join(classes) for labels in selected.values() for label in labels)
+    # the selection's labels.json is generate's input as it is (a person may correct it first)
+    again = CliRunner().invoke(main, ["generate", str(images), "--labels", str(tmp_path / "out" / "selection" /
+                                      "labels.json"), "--out", str(tmp_path / "corrected"), "--model",
+                                      "test-tiny-vit", "--pretrained", "random", "--no-crf"])
+    assert again.exit_code == 0, again.output
+    both = CliRunner().invoke(main, args + ["--labels", "cat"])
+    assert both.exit_code == 2 and "exactly one of" in both.output
