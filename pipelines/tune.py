@@ -5,22 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
-from freelabel.clip.loading import ClipConfig
+from freelabel.clip.loading import ClipConfig, load_clip
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.files import provenance, read_json, write_json
-from freelabel.io.images import list_images
+from freelabel.io.images import list_images, read_image
 from freelabel.io.labels import read_classes
 from freelabel.io.masks import IGNORE_INDEX, read_mask
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.preset import Preset, resolve_preset, write_preset
-from freelabel.pseudo.tune import (LabelledImage, ParallelScorer, model_depth, scores_from_counts, search_stage,
-                                  stage_grids)
+from freelabel.pseudo.select import LabelSelector, SelectionConfig
+from freelabel.pseudo.tune import (LabelledImage, ParallelScorer, fit_selection, model_depth, scores_from_counts,
+                                  search_stage, selection_quality, stage_grids)
 
 
 @dataclass
@@ -117,6 +119,11 @@ def tune(images_dir: str | Path, masks_dir: str | Path, classes_file: str | Path
                                         "top": [{"settings": o, **s} for o, s in ranked[:5]]}
             write_json(progress_path, progress)
         start_counts, tuned_counts = scorer.score([start, best], heldout_items, classes, bar.update)
+    if "selection" not in progress["stages"]:
+        progress["stages"]["selection"] = tune_selection(config.clip, start_preset.selection, tuning_items,
+                                                         heldout_items, classes[1:])
+        write_json(progress_path, progress)
+    selection = progress["stages"]["selection"]
     last = progress["stages"][list(grids)[-1]]
     source = {
         "name": out.stem, "command": "freelabel tune", "model": config.clip.model, "pretrained": config.clip.pretrained,
@@ -126,12 +133,34 @@ def tune(images_dir: str | Path, masks_dir: str | Path, classes_file: str | Path
         "score": "mIoU of freelabel evaluate (pixels marked ignore count as wrong)",
         "tuning": last["tuning"],
         "heldout": {"start": scores_from_counts(start_counts), "tuned": scores_from_counts(tuned_counts)},
-        "stages": {name: stage["tuning"] for name, stage in progress["stages"].items()},
+        "stages": {name: stage["tuning"] for name, stage in progress["stages"].items() if name != "selection"},
+        "selection": {key: selection[key] for key in ("tuning", "heldout")},
         "seconds": round(time.monotonic() - started, 1), **provenance(),
     }
     data_config = images_dir.parent / "config.json"  # a toy-world folder records the stream it was drawn from
     if data_config.is_file() and "seed" in read_json(data_config):
         source["data"]["seed"] = read_json(data_config)["seed"]
-    preset = Preset(best, source)
+    preset = Preset(best, source, SelectionConfig(**selection["best"]))
     write_preset(out, preset)
     return preset
+
+
+def tune_selection(clip: ClipConfig, start: SelectionConfig, tuning: list[LabelledImage],
+                   heldout: list[LabelledImage], vocabulary: list[str]) -> dict[str, Any]:
+    """Fit the label-free selection's ``top_k`` and ``min_score`` to the labelled images (their classes as the
+    vocabulary, the labels present in each mask as the truth): chosen on the tuning split, reported on the
+    held-out one for the starting and the fitted settings. Returns ``{"best": SelectionConfig fields, "tuning":
+    quality, "heldout": {"start": quality, "tuned": quality}}``."""
+    selector = LabelSelector(load_clip(clip), start)
+    selector.set_vocabulary(vocabulary)
+
+    def scored(items: list[LabelledImage]) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.stack([selector.scores(read_image(item.image_path)) for item in items])
+        return scores, np.array([[name in item.labels for name in vocabulary] for item in items])
+
+    tuning_scores, tuning_targets = scored(tuning)
+    top_k, min_score, reached = fit_selection(tuning_scores, tuning_targets)
+    heldout_scores, heldout_targets = scored(heldout)
+    return {"best": replace(start, top_k=top_k, min_score=min_score).to_dict(), "tuning": reached,
+            "heldout": {"start": selection_quality(heldout_scores, heldout_targets, start.top_k, start.min_score),
+                        "tuned": selection_quality(heldout_scores, heldout_targets, top_k, min_score)}}

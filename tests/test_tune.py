@@ -9,7 +9,8 @@ from freelabel.pipelines.tune import TuneConfig, split, tune
 from freelabel.clip.loading import ClipConfig
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.preset import read_preset
-from freelabel.pseudo.tune import search_stage, stage_grids
+from freelabel.pseudo.tune import (SELECTION_MIN_SCORE, SELECTION_TOP_K, fit_selection, search_stage,
+                                  selection_quality, stage_grids)
 
 TINY = ClipConfig("test-tiny-vit", "random")
 
@@ -60,6 +61,13 @@ def test_tune_writes_a_preset_with_a_held_out_report_and_resumes(toy, tmp_path):
     assert set(source["stages"]) == {*stage_grids(2), *(f"{n}@2" for n in stage_grids(2))}
     for scores in (source["tuning"], source["heldout"]["start"], source["heldout"]["tuned"]):
         assert 0 <= scores["miou"] <= scores["dense_miou"] + 1e-9 <= 1 and 0 <= scores["ignored_fraction"] <= 1
+    # the label-free selection's top_k and min_score are fitted too, and reported on the held-out images
+    selection = source["selection"]
+    assert (preset.selection.top_k, preset.selection.min_score) in {(k, s) for k in SELECTION_TOP_K
+                                                                    for s in SELECTION_MIN_SCORE}
+    assert read_preset(tmp_path / "p.json").selection == preset.selection
+    for quality in (selection["tuning"], selection["heldout"]["start"], selection["heldout"]["tuned"]):
+        assert set(quality) == {"precision", "recall", "f1"} and all(0 <= v <= 1 for v in quality.values())
     # a run killed after the second round's background stage resumes with its CRF stage only and ends the same
     progress_path = tmp_path / "p.json.progress.json"
     progress = json.loads(progress_path.read_text())
@@ -97,3 +105,12 @@ def test_a_worker_that_cannot_load_the_model_fails_the_search_instead_of_hanging
     with ParallelScorer(ClipConfig("no-such-model", "random"), workers=2) as scorer:
         with pytest.raises(UnknownModelError):
             scorer.score([LabelerConfig()], images, classes)
+
+
+def test_selection_fit_picks_the_best_f1_and_measures_it():
+    targets = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [0, 1, 1, 0]], bool)
+    scores = np.array([[0.9, 0.7, 0.3, 0.1], [0.95, 0.2, 0.15, 0.1], [0.1, 0.8, 0.75, 0.5]])
+    assert selection_quality(scores, targets, 1, 0.0) == {"precision": 1.0, "recall": 0.6, "f1": 0.75}
+    top_k, min_score, quality = fit_selection(scores, targets)
+    assert quality["f1"] == 1.0 and top_k == 2 and 0.3 < min_score <= 0.7
+    assert selection_quality(scores, targets, top_k, min_score) == quality
