@@ -82,10 +82,10 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
         if isinstance(image, ImageReadError):
             entry = {"status": "failed", "stage": "read", "reason": str(image)}
         else:
-            scores = selector.scores(image)
-            best = [(selector.names[i], round(float(scores[i]), 5)) for i in scores.argsort()[::-1][:SCORES_KEPT]]
-            chosen = [label for label, score in best[:selection.top_k] if score >= selection.min_score]
-            entry = {"status": "done", "labels": chosen, "scores": dict(best)}
+            selected = selector.select(image)
+            scores = selected.scores
+            best = {selector.names[i]: round(float(scores[i]), 5) for i in scores.argsort()[::-1][:SCORES_KEPT]}
+            entry = {"status": "done", "labels": [label for label, _ in selected.labels], "scores": best}
         append_jsonl(out / JOURNAL, {"image": name, **entry})
         finished[name] = {"image": name, **entry}
         counts[entry["status"]] += 1

@@ -154,13 +154,15 @@ def tune_selection(clip: ClipConfig, start: SelectionConfig, tuning: list[Labell
     selector = LabelSelector(load_clip(clip), start)
     selector.set_vocabulary(vocabulary)
 
-    def scored(items: list[LabelledImage]) -> tuple[np.ndarray, np.ndarray]:
-        scores = np.stack([selector.scores(read_image(item.image_path)) for item in items])
-        return scores, np.array([[name in item.labels for name in vocabulary] for item in items])
+    def classified(items: list[LabelledImage]) -> tuple[list, np.ndarray]:
+        views = [selector.view_probabilities(read_image(item.image_path)) for item in items]
+        return views, np.array([[name in item.labels for name in vocabulary] for item in items])
 
-    tuning_scores, tuning_targets = scored(tuning)
-    top_k, min_score, reached = fit_selection(tuning_scores, tuning_targets)
-    heldout_scores, heldout_targets = scored(heldout)
+    overlap = start.max_overlap
+    tuning_views, tuning_targets = classified(tuning)
+    top_k, min_score, reached = fit_selection(tuning_views, tuning_targets, overlap)
+    heldout_views, heldout_targets = classified(heldout)
     return {"best": replace(start, top_k=top_k, min_score=min_score).to_dict(), "tuning": reached,
-            "heldout": {"start": selection_quality(heldout_scores, heldout_targets, start.top_k, start.min_score),
-                        "tuned": selection_quality(heldout_scores, heldout_targets, top_k, min_score)}}
+            "heldout": {"start": selection_quality(heldout_views, heldout_targets, start.top_k, start.min_score,
+                                                   overlap),
+                        "tuned": selection_quality(heldout_views, heldout_targets, top_k, min_score, overlap)}}

@@ -56,7 +56,8 @@ def test_classify_reports_corrupt_images_and_labels_the_rest(tmp_path):
         write_image(images / "sub" / f"{i}.png", scene.image)
     (images / "broken.jpg").write_bytes(b"definitely not a jpeg")
     args = ["classify", str(images), "--vocab", "red circle,blue square,cat", "--out", str(tmp_path / "out"),
-            "--model", "test-tiny-vit", "--pretrained", "random", "--top-k", "2", "--min-score", "0"]
+            "--model", "test-tiny-vit", "--pretrained", "random", "--top-k", "2", "--min-score", "0",
+            "--max-overlap", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "1 failed" in result.output, result.output
     labels = json.loads((tmp_path / "out" / "labels.json").read_text())

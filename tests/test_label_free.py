@@ -15,8 +15,8 @@ from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io import read_vocabulary, write_image
 from freelabel.pseudo.preset import Preset, read_preset, write_preset
 from freelabel.pseudo.config import LabelerConfig
-from freelabel.pseudo.select import (LabelSelector, SelectionConfig, encode_vocabulary, find_regions, region_view,
-                                     select_top)
+from freelabel.pseudo.select import (LabelSelector, SelectionConfig, choose_labels, encode_vocabulary, find_regions,
+                                     region_view)
 from freelabel.toy.world import scenes
 
 
@@ -27,12 +27,19 @@ def _two_squares():
     return image
 
 
-def test_select_top_respects_k_and_threshold():
-    names = ["a", "b", "c", "d"]
-    scores = np.array([0.2, 0.9, 0.6, 0.95])
-    assert select_top(names, scores, 2, 0.0) == [("d", 0.95), ("b", 0.9)]
-    assert select_top(names, scores, 4, 0.5) == [("d", 0.95), ("b", 0.9), ("c", 0.6)]
-    assert select_top(names, scores, 3, 0.99) == []
+def test_selection_respects_k_threshold_and_one_label_per_object():
+    probabilities = np.array([[0.2, 0.9, 0.6, 0.95],  # the whole image
+                              [0.1, 0.95, 0.0, 0.1],   # region 0
+                              [0.0, 0.0, 0.7, 0.96]])  # region 1
+    left, right = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    left[:, :2], right[:, 2:] = True, True
+    regions = [left, right]
+    assert choose_labels(probabilities, regions, 2, 0.0, None) == [3, 1]
+    assert choose_labels(probabilities, regions, 4, 0.5, None) == [3, 1, 2]
+    assert choose_labels(probabilities, regions, 3, 0.99, None) == []
+    # class 2 is seen only where the better class 3 is (region 1): one object, one label
+    assert choose_labels(probabilities, regions, 4, 0.5, 0.7) == [3, 1]
+    assert choose_labels(probabilities, [left, left], 4, 0.5, 1.0) == [3, 1, 2]  # 1.0 = never dropped
 
 
 def test_vocabulary_synonyms_merge_into_one_class(tmp_path):
@@ -55,33 +62,39 @@ def test_regions_find_separate_objects_and_views_paint_the_rest():
     image = _two_squares()
     regions = find_regions(image, SelectionConfig(min_area=0.02, max_area=0.5))
     assert regions and all(r.shape == image.shape[:2] and r.dtype == bool for r in regions)
+    smaller = find_regions(image, SelectionConfig(min_area=0.02, max_area=0.5, region_size=32))
+    assert smaller and all(r.shape == (32, 48) for r in smaller)  # found at a 32 px short side
     for top, left, side in ((8, 10, 20), (36, 60, 24)):
         square = np.zeros(image.shape[:2], bool)
         square[top:top + side, left:left + side] = True
         best = max(((r & square).sum() / (r | square).sum()) for r in regions)
         assert best > 0.8
     assert not find_regions(image, SelectionConfig(min_area=0.9, max_area=1.0))  # area limits apply
-    view = region_view(image, regions[0], (1, 2, 3))
-    assert view.shape == (64, 64, 3) and view.dtype == np.uint8
-    assert (view == (1, 2, 3)).all(axis=-1).any()
+    for region in (regions[0], smaller[0]):
+        view = region_view(image, region, (1, 2, 3))
+        assert view.shape == (64, 64, 3) and view.dtype == np.uint8
+        assert (view == (1, 2, 3)).all(axis=-1).any()
 
 
 def test_selector_scores_every_class_and_selects_by_k_and_threshold():
     clip = load_clip("test-tiny-vit", "random", text_cache="off")
-    selector = LabelSelector(clip, SelectionConfig(top_k=2, min_score=0.0))
+    selector = LabelSelector(clip, SelectionConfig(top_k=2, min_score=0.0, max_overlap=None))
     with pytest.raises(ValueError):
-        selector.scores(_two_squares())
+        selector.select(_two_squares())
     selector.set_vocabulary(["red square", ("blue square", "blue box"), "cat"])
-    scores = selector.scores(_two_squares())
-    assert scores.shape == (3,) and scores.dtype == np.float32 and ((scores >= 0) & (scores <= 1)).all()
-    chosen = selector.select(_two_squares())
-    assert len(chosen) == 2 and [s for _, s in chosen] == sorted(scores, reverse=True)[:2]
-    selector.config = SelectionConfig(top_k=3, min_score=float(scores.max()) + 1e-3 if scores.max() < 1 else 1.0)
-    assert len(selector.select(_two_squares())) <= 1
+    probabilities, regions = selector.view_probabilities(_two_squares())
+    assert probabilities.shape == (1 + len(regions), 3) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    selection = selector.select(_two_squares())
+    scores = selection.scores
+    assert scores.shape == (3,) and np.allclose(scores, probabilities.max(0))
+    assert [name for name, _ in selection.labels] == [selector.names[i] for i in np.argsort(-scores)[:2]]
+    selector.config = SelectionConfig(min_score=min(1.0, float(scores.max()) + 1e-3))
+    assert not selector.select(_two_squares()).labels
 
 
 @pytest.mark.parametrize("values", [{"top_k": 0}, {"min_score": 1.5}, {"min_area": 0.7, "max_area": 0.6},
-                                    {"region_scales": (0,)}, {"fill": (0, 0, 300)}, {"region_size": 2}])
+                                    {"region_scales": (0,)}, {"fill": (0, 0, 300)}, {"region_size": 2},
+                                    {"max_overlap": 1.5}])
 def test_bad_selection_settings_are_config_errors(values):
     with pytest.raises(ConfigError):
         SelectionConfig(**values)
@@ -170,7 +183,8 @@ def test_generate_selects_labels_from_a_vocabulary_then_makes_masks(tmp_path):
     (images / "broken.png").write_bytes(b"nope")
     (tmp_path / "vocab.txt").write_text("red circle, red disc\nblue square\ngreen triangle\n")
     args = ["generate", str(images), "--vocab", str(tmp_path / "vocab.txt"), "--out", str(tmp_path / "out"),
-            "--model", "test-tiny-vit", "--pretrained", "random", "--no-crf", "--top-k", "2", "--min-score", "0"]
+            "--model", "test-tiny-vit", "--pretrained", "random", "--no-crf", "--top-k", "2", "--min-score", "0",
+            "--max-overlap", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "3 masks written" in result.output, result.output
     selected = json.loads((tmp_path / "out" / "selection" / "labels.json").read_text())

@@ -110,7 +110,8 @@ def test_a_worker_that_cannot_load_the_model_fails_the_search_instead_of_hanging
 def test_selection_fit_picks_the_best_f1_and_measures_it():
     targets = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [0, 1, 1, 0]], bool)
     scores = np.array([[0.9, 0.7, 0.3, 0.1], [0.95, 0.2, 0.15, 0.1], [0.1, 0.8, 0.75, 0.5]])
-    assert selection_quality(scores, targets, 1, 0.0) == {"precision": 1.0, "recall": 0.6, "f1": 0.75}
-    top_k, min_score, quality = fit_selection(scores, targets)
+    views = [(row[None], []) for row in scores]  # the whole image only: no regions
+    assert selection_quality(views, targets, 1, 0.0, 0.7) == {"precision": 1.0, "recall": 0.6, "f1": 0.75}
+    top_k, min_score, quality = fit_selection(views, targets, 0.7)
     assert quality["f1"] == 1.0 and top_k == 2 and 0.3 < min_score <= 0.7
-    assert selection_quality(scores, targets, top_k, min_score) == quality
+    assert selection_quality(views, targets, top_k, min_score, 0.7) == quality

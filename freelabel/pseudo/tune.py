@@ -29,6 +29,7 @@ from freelabel.io.masks import read_mask
 from freelabel.metrics import ConfusionMatrix
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.labeler import Labeler
+from freelabel.pseudo.select import choose_labels
 
 # What the image pass depends on: candidates that differ only elsewhere share one set of image features.
 IMAGE_PASS_FIELDS = ("method", "surgery_blocks", "input_size", "scales", "flip", "window")
@@ -190,23 +191,24 @@ SELECTION_TOP_K = (1, 2, 3, 4, 5, 6, 8)
 SELECTION_MIN_SCORE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
-def selection_quality(scores: np.ndarray, targets: np.ndarray, top_k: int, min_score: float) -> dict[str, float]:
-    """Precision, recall and F1 of selecting, per image, the ``top_k`` best of ``scores`` reaching ``min_score``.
-    scores: (N, V) float in [0, 1]; targets: (N, V) bool, the classes each image shows."""
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+def selection_quality(views: Sequence[tuple[np.ndarray, list[np.ndarray]]], targets: np.ndarray, top_k: int,
+                      min_score: float, max_overlap: float | None) -> dict[str, float]:
+    """Precision, recall and F1 of ``choose_labels`` with these settings. views: per image its view probabilities
+    and regions (``LabelSelector.view_probabilities``); targets: (N, V) bool, the classes each image shows."""
     chosen = np.zeros_like(targets, dtype=bool)
-    np.put_along_axis(chosen, order, True, axis=1)
-    chosen &= scores >= min_score
+    for row, (probabilities, regions) in zip(chosen, views):
+        row[choose_labels(probabilities, regions, top_k, min_score, max_overlap)] = True
     hits = float((chosen & targets).sum())
     precision, recall = hits / max(1, chosen.sum()), hits / max(1, targets.sum())
     return {"precision": round(precision, 4), "recall": round(recall, 4),
             "f1": round(2 * precision * recall / max(1e-9, precision + recall), 4)}
 
 
-def fit_selection(scores: np.ndarray, targets: np.ndarray) -> tuple[int, float, dict[str, float]]:
+def fit_selection(views: Sequence[tuple[np.ndarray, list[np.ndarray]]], targets: np.ndarray,
+                  max_overlap: float | None) -> tuple[int, float, dict[str, float]]:
     """The ``top_k`` and ``min_score`` (from a small grid) with the best F1 of the selection on labelled images
     (see ``selection_quality``; ties go to the smaller k, then the higher threshold). Returns them and the
     quality reached."""
-    candidates = [(k, s, selection_quality(scores, targets, k, s)) for k in SELECTION_TOP_K
+    candidates = [(k, s, selection_quality(views, targets, k, s, max_overlap)) for k in SELECTION_TOP_K
                   for s in SELECTION_MIN_SCORE]
     return max(candidates, key=lambda c: (c[2]["f1"], -c[0], c[1]))
