@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -51,13 +51,13 @@ class ClassifyConfig:
 
 
 def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Path,
-                    config: ClassifyConfig | None = None, clip: LoadedClip | None = None) -> dict:
+                    config: ClassifyConfig | None = None, load: Callable[[], LoadedClip] | None = None) -> dict:
     """Select every image's labels below ``images_dir`` from the vocabulary ``vocabulary_spec`` (a file with one
     class per line, synonyms after commas; a ``classes.txt``; or ``"a,b,c"``) and write to ``out``: ``labels.json``,
     ``manifest.json`` (config, selection settings, per image its labels and best scores), ``errors.jsonl``,
     ``job.json``, ``journal.jsonl``. The vocabulary, settings and image list are checked before the model loads
-    (``clip``: an already loaded CLIP to use). Returns the manifest with every image's entry under ``images``; its
-    ``summary`` counts done, skipped and failed images."""
+    (``load``: how to load it; by default ``load_clip(config.clip)``). Returns the manifest with every image's
+    entry under ``images``; its ``summary`` counts done, skipped and failed images."""
     config = config or ClassifyConfig()
     images_dir, out = Path(images_dir), Path(out)
     selection = config.selection()
@@ -68,7 +68,7 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
                 "max_pixels": config.max_pixels}
     binding = {"classes": [], "image_labels": None, "settings": settings}
     rebind = bind_folder(out, binding, config.overwrite)
-    clip = clip or load_clip(config.clip)  # before the folder is made: a model that cannot load leaves no trace
+    clip = (load or (lambda: load_clip(config.clip)))()  # before the folder is made: a failed load leaves no trace
     finished = open_folder(out, binding, None, rebind)
     todo = [name for name in names if finished.get(name, {}).get("status") != "done"]
     selector = LabelSelector(clip, selection)

@@ -171,6 +171,13 @@ def generate(images_dir: str | Path, labels_spec: str | None, out: str | Path, c
     preset, labeler_config = resolve_preset(config.clip.model, config.preset, config.overrides)
     check_out_dir(images_dir, out)
     clip: list[LoadedClip] = []
+
+    def loaded_clip() -> LoadedClip:
+        """The CLIP, loaded on first use (after every check), then shared by the selection and the labeler."""
+        if not clip:
+            clip.append(load_clip(config.clip))
+        return clip[0]
+
     manifest = {"config": asdict(config), "preset": preset.to_dict(), "labeler": labeler_config.to_dict(),
                 "images_dir": str(images_dir), "labels": labels_spec}
     selected: dict[str, dict] = {}
@@ -179,9 +186,7 @@ def generate(images_dir: str | Path, labels_spec: str | None, out: str | Path, c
 
         selection = ClassifyConfig(clip=config.clip, preset=config.preset, overrides=config.selection_overrides,
                                    overwrite=config.overwrite, max_pixels=config.max_pixels)
-        selection.selection()  # settings checked before the model loads
-        clip.append(load_clip(config.clip))
-        selected = classify_folder(images_dir, config.vocabulary, out / "selection", selection, clip[0])["images"]
+        selected = classify_folder(images_dir, config.vocabulary, out / "selection", selection, loaded_clip)["images"]
         labels_spec = str(out / "selection" / "labels.json")
         manifest.update(labels=labels_spec, selected={
             name: {label: entry["scores"][label] for label in entry["labels"]}
@@ -193,14 +198,8 @@ def generate(images_dir: str | Path, labels_spec: str | None, out: str | Path, c
             inputs.problems[name] = {"stage": entry["stage"], "reason": entry["reason"]}
     settings = {"model": config.clip.model, "pretrained": config.clip.pretrained, "labeler": labeler_config.to_dict(),
                 "save_scores": config.save_scores, "max_pixels": config.max_pixels}
-
-    def labeler() -> Labeler:
-        if not clip:
-            clip.append(load_clip(config.clip))
-        return Labeler(clip[0], config=labeler_config)
-
-    return label_folder(images_dir, inputs, out, settings, labeler, manifest,
-                        FolderOptions(config.save_scores, config.overwrite, config.max_pixels),
+    return label_folder(images_dir, inputs, out, settings, lambda: Labeler(loaded_clip(), config=labeler_config),
+                        manifest, FolderOptions(config.save_scores, config.overwrite, config.max_pixels),
                         lambda: {"model": clip[0].pretrained})
 
 

@@ -203,3 +203,13 @@ def test_generate_selects_labels_from_a_vocabulary_then_makes_masks(tmp_path):
     assert again.exit_code == 0, again.output
     both = CliRunner().invoke(main, args + ["--labels", "cat"])
     assert both.exit_code == 2 and "exactly one of" in both.output
+
+
+@pytest.mark.parametrize("vocab, message", [("cat,background", "background"), ("", "no labels")])
+def test_a_bad_vocabulary_is_one_error_line_before_the_model_loads(tmp_path, vocab, message):
+    write_image(tmp_path / "images" / "a.png", np.zeros((16, 16, 3), np.uint8))
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "images"), "--vocab", vocab, "--out",
+                                       str(tmp_path / "out"), "--model", "ViT-B-16", "--pretrained", "openai",
+                                       "--offline", "--cache-dir", str(tmp_path / "empty")])  # cannot load: unused
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "out").exists()
