@@ -272,7 +272,7 @@ def write_overlay(frames_path: Path, out: Path, max_pixels: int | None) -> Path:
                 height, width = blended.shape[:2]
                 writer = cv2.VideoWriter(str(out / ".overlay.tmp.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                          (width, height))
-            writer.write(cv2.cvtColor(blended.astype(np.uint8), cv2.COLOR_RGB2BGR))
+            writer.write(cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
     finally:
         if writer is not None:
             writer.release()

@@ -213,3 +213,16 @@ def test_a_bad_vocabulary_is_one_error_line_before_the_model_loads(tmp_path, voc
                                        "--offline", "--cache-dir", str(tmp_path / "empty")])  # cannot load: unused
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cache_shard_with_foreign_metadata_is_dropped_not_trusted(tmp_path):
+    from safetensors.torch import save_file
+
+    from freelabel.clip.text import TextEmbeddingCache
+
+    cache = TextEmbeddingCache(tmp_path, {"model": "m"})
+    cache.folder.mkdir(parents=True)
+    for name, labels in (("number", "7"), ("short", '["a"]'), ("objects", '[1, 2]')):
+        save_file({"embeddings": torch.zeros(2, 4)}, str(cache.folder / f"{name}.safetensors"),
+                  metadata={"key": cache.key, "labels": labels})
+    assert cache.get(["a"]) == {} and not list(cache.folder.iterdir())

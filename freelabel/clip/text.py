@@ -19,7 +19,7 @@ import torch
 from open_clip.model import CLIP
 from open_clip.transformer import text_global_pool
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from freelabel.io.files import atomic_path
 
@@ -110,14 +110,14 @@ class TextEmbeddingCache:
         return found
 
     def _read(self, shard: Path) -> tuple[torch.Tensor, list[str]]:
-        with safe_open(shard, framework="pt") as handle:
+        with safe_open(shard, framework="pt") as handle:  # one open: metadata and tensor
             metadata = handle.metadata() or {}
-        if metadata.get("key") != self.key:
-            raise ValueError("written for another model or template set")
-        labels = json.loads(metadata["labels"])
-        embeddings = load_file(shard)["embeddings"]
-        if (embeddings.dtype != torch.float32 or embeddings.ndim != 2 or len(embeddings) != len(labels)
-                or not isinstance(labels, list) or not all(isinstance(label, str) for label in labels)
+            if metadata.get("key") != self.key:
+                raise ValueError("written for another model or template set")
+            labels = json.loads(metadata["labels"])
+            embeddings = handle.get_tensor("embeddings")
+        if (not isinstance(labels, list) or not all(isinstance(label, str) for label in labels)
+                or embeddings.dtype != torch.float32 or embeddings.ndim != 2 or len(embeddings) != len(labels)
                 or not torch.isfinite(embeddings).all()):
             raise ValueError("labels and embeddings do not match")
         return embeddings, labels

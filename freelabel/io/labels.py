@@ -126,7 +126,8 @@ def read_vocabulary(spec: str) -> list[tuple[str, ...]]:
     repeats an earlier class's is dropped, as are repeated synonyms. Returns the classes in order.
     """
     entries = read_label_vocabulary(spec)
-    rows = [[name.strip() for name in entry.split(",")] if Path(spec).is_file() else [entry] for entry in entries]
+    synonyms = Path(spec).is_file()  # an inline list is already split at its commas
+    rows = [[name.strip() for name in entry.split(",")] if synonyms else [entry] for entry in entries]
     classes: dict[str, tuple[str, ...]] = {}
     for row in rows:
         try:
