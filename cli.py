@@ -77,10 +77,12 @@ def selection_options(command: Callable) -> Callable:
     @click.option("--min-score", type=float, help="Label-free: a selected label's score reaches this (0-1).")
     @click.option("--max-overlap", type=float,
                   help="Label-free: drop a label seen mostly where a better one is (0-1; 1 = never).")
+    @click.option("--verify-rounds", type=int,
+                  help="Label-free: times each label is checked against its own pseudo-mask (0 = never).")
     @functools.wraps(command)
     def wrapper(*args: Any, top_k: int | None, min_score: float | None, max_overlap: float | None,
-                **kwargs: Any) -> Any:
-        overrides = _given(top_k=top_k, min_score=min_score, max_overlap=max_overlap)
+                verify_rounds: int | None, **kwargs: Any) -> Any:
+        overrides = _given(top_k=top_k, min_score=min_score, max_overlap=max_overlap, verify_rounds=verify_rounds)
         return command(*args, selection_overrides=overrides, **kwargs)
 
     return wrapper

@@ -9,6 +9,10 @@
    estimated as warm + 320,000 x the measured ms per prompt, and its warm cache is filled through the library's own
    cache with stand-in unit vectors of the right key and shape (the values do not change the timing).
 
+3. What the check of the chosen labels against their own pseudo-masks adds (``LabelSelector.verify``, the default
+   two rounds; a random model chooses no label, so classify above does not run it): 3 labels forced through it,
+   seconds per image, next to the selection's own views (the whole image and its regions) on the same images.
+
     .venv/bin/python benchmarks/vocabulary_scaling.py [--sizes 10,100,1000,10000] [--images 4]
 """
 
@@ -28,6 +32,7 @@ from common import FREELABEL
 from freelabel.clip.loading import load_clip
 from freelabel.clip.text import encode_prompts
 from freelabel.io import read_image, write_image
+from freelabel.pseudo.select import LabelSelector
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "coco-object-val"
 NAMES = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -61,6 +66,23 @@ def classify(images: Path, vocabulary: Path, out: Path, cache: Path) -> float:
     return (summary["seconds"] + summary["text_seconds"]) / summary["done"]
 
 
+def check_cost(images: list[Path]) -> tuple[float, float]:
+    """(s/image of the selection's views, s/image of checking 3 labels against their masks) with a random ViT-B/16
+    and the library's default selection and labeler settings."""
+    selector = LabelSelector(load_clip("ViT-B-16", "random", text_cache="off"))
+    selector.set_vocabulary(NAMES)
+    views = checks = 0.0
+    for path in images:
+        image = read_image(path)
+        started = time.perf_counter()
+        selector.view_probabilities(image)
+        views += time.perf_counter() - started
+        started = time.perf_counter()
+        selector.verify(image, [0, 1, 2])
+        checks += time.perf_counter() - started
+    return views / len(images), checks / len(images)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10,100,1000,10000")
@@ -79,6 +101,9 @@ def main() -> None:
         resized = torch.nn.functional.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=size,
                                                   mode="bilinear", antialias=True)[0].permute(1, 2, 0)
         write_image(work / "images" / path.name.replace(".jpg", ".png"), resized.round().byte().numpy())
+    views, checks = check_cost(sorted((work / "images").glob("*.png")))
+    print(f"selection views {views:.2f} s/image; checking 3 labels against their masks (2 rounds) {checks:.2f}",
+          flush=True)
     rows = []
     for size in (int(v) for v in args.sizes.split(",")):
         vocabulary = work / f"vocab{size}.txt"
@@ -101,7 +126,8 @@ def main() -> None:
     print(f"vocabulary_scaling: text tower {full_ms:.1f} -> {cut_ms:.1f} ms/prompt ({full_ms / cut_ms:.1f}x, max diff "
           f"{difference:.1e}); s/image cold/warm " + ", ".join(
               f"{size}: {cold:.2f}{'*' if estimated else ''}/{warm:.2f}" for size, cold, warm, estimated in rows)
-          + f"; warm {rows[-1][0]} vs {rows[0][0]} names {rows[-1][2] / base:.2f}x (* estimated)")
+          + f"; warm {rows[-1][0]} vs {rows[0][0]} names {rows[-1][2] / base:.2f}x (* estimated); checking 3 labels "
+          f"against their masks {checks:.2f} s/image (selection views {views:.2f})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """``freelabel classify``: image-level labels for a folder of images, selected from an open vocabulary.
 
-Each image's classes are chosen by ``LabelSelector`` (the whole image and its regions, each classified alone) with
-the model preset's ``selection`` settings. The folder follows ``generate``'s rules: bound to the vocabulary and
+Each image's classes are chosen by ``LabelSelector`` (the whole image and its regions, each classified alone, then
+each chosen label checked against its own pseudo-mask) with the model preset's ``selection`` and ``labeler``
+settings. The folder follows ``generate``'s rules: bound to the vocabulary and
 settings (``job.json``), one journal line per image as it finishes, ``manifest.json`` and ``errors.jsonl``
 rebuilt from it, a killed run resumes to the same bytes. ``labels.json`` (image -> selected names) is the input
 format of ``freelabel generate --labels``, for a person to correct and re-run.
@@ -25,6 +26,8 @@ from freelabel.io import ImageReadError, prefetch_images, provenance, read_vocab
 from freelabel.io.files import append_jsonl
 from freelabel.io.images import MAX_PIXELS
 from freelabel.pipelines.generate import JOURNAL, bind_folder, image_names, open_folder, write_records
+from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import resolve_preset
 from freelabel.pseudo.select import LabelSelector, SelectionConfig
 
@@ -38,6 +41,8 @@ class ClassifyConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)  # which CLIP scores the labels
     preset: str | None = None  # preset file or "default"; None = the model's own (its "selection" settings)
     overrides: dict[str, Any] = field(default_factory=dict)  # SelectionConfig fields set on top of the preset's
+    # LabelerConfig fields over the preset's, for the pseudo-masks the selected labels are checked against
+    labeler_overrides: dict[str, Any] = field(default_factory=dict)
     overwrite: bool = False  # redo every image, and rebind the folder to a new vocabulary or settings
     max_pixels: int | None = MAX_PIXELS  # larger images are refused unread
 
@@ -48,6 +53,10 @@ class ClassifyConfig:
         if unknown:
             raise ConfigError(f"unknown selection settings: {', '.join(sorted(unknown))}")
         return replace(preset.selection, **self.overrides)
+
+    def labeler(self) -> LabelerConfig:
+        """The preset's labeler settings with ``labeler_overrides`` on top (``ConfigError`` for a bad one)."""
+        return resolve_preset(self.clip.model, self.preset, self.labeler_overrides)[1]
 
 
 def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Path,
@@ -60,18 +69,18 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
     entry under ``images``; its ``summary`` counts done, skipped and failed images."""
     config = config or ClassifyConfig()
     images_dir, out = Path(images_dir), Path(out)
-    selection = config.selection()
+    selection, labeler = config.selection(), config.labeler()
     vocabulary = read_vocabulary(vocabulary_spec)
     names = image_names(images_dir)
     settings = {"model": config.clip.model, "pretrained": config.clip.pretrained, "selection": selection.to_dict(),
-                "vocabulary": hashlib.sha256(json.dumps(vocabulary).encode()).hexdigest(),
+                "labeler": labeler.to_dict(), "vocabulary": hashlib.sha256(json.dumps(vocabulary).encode()).hexdigest(),
                 "max_pixels": config.max_pixels}
     binding = {"classes": [], "image_labels": None, "settings": settings}
     rebind = bind_folder(out, binding, config.overwrite)
     clip = (load or (lambda: load_clip(config.clip)))()  # before the folder is made: a failed load leaves no trace
     finished = open_folder(out, binding, None, rebind)
     todo = [name for name in names if finished.get(name, {}).get("status") != "done"]
-    selector = LabelSelector(clip, selection)
+    selector = LabelSelector(clip, selection, Labeler(clip, config=labeler))
     started = time.monotonic()
     selector.set_vocabulary(vocabulary)
     text_seconds, started = time.monotonic() - started, time.monotonic()
@@ -90,7 +99,8 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
         finished[name] = {"image": name, **entry}
         counts[entry["status"]] += 1
     status = {name: {k: v for k, v in finished[name].items() if k != "image"} for name in names if name in finished}
-    manifest = {"config": asdict(config), "selection": selection.to_dict(), "images_dir": str(images_dir),
+    manifest = {"config": asdict(config), "selection": selection.to_dict(), "labeler": labeler.to_dict(),
+                "images_dir": str(images_dir),
                 "vocabulary": vocabulary_spec, "classes": len(vocabulary), "model": clip.pretrained, **provenance(),
                 "summary": {"done": counts["done"], "skipped": len(names) - len(todo), "failed": counts["failed"],
                             "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}}

@@ -185,7 +185,8 @@ def generate(images_dir: str | Path, labels_spec: str | None, out: str | Path, c
         from freelabel.pipelines.classify import ClassifyConfig, classify_folder  # it builds on this module
 
         selection = ClassifyConfig(clip=config.clip, preset=config.preset, overrides=config.selection_overrides,
-                                   overwrite=config.overwrite, max_pixels=config.max_pixels)
+                                   labeler_overrides=config.overrides, overwrite=config.overwrite,
+                                   max_pixels=config.max_pixels)
         selected = classify_folder(images_dir, config.vocabulary, out / "selection", selection, loaded_clip)["images"]
         labels_spec = str(out / "selection" / "labels.json")
         manifest.update(labels=labels_spec, selected={

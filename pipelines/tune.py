@@ -149,8 +149,10 @@ def tune_selection(clip: ClipConfig, start: SelectionConfig, tuning: list[Labell
                    heldout: list[LabelledImage], vocabulary: list[str]) -> dict[str, Any]:
     """Fit the label-free selection's ``top_k`` and ``min_score`` to the labelled images (their classes as the
     vocabulary, the labels present in each mask as the truth): chosen on the tuning split, reported on the
-    held-out one for the starting and the fitted settings. Returns ``{"best": SelectionConfig fields, "tuning":
-    quality, "heldout": {"start": quality, "tuned": quality}}``."""
+    held-out one for the starting and the fitted settings. These choose the candidates; the check against their
+    masks that follows (``verify_rounds`` etc.) keeps the starting preset's settings and is not part of the score.
+    Returns ``{"best": SelectionConfig fields, "tuning": quality, "heldout": {"start": quality, "tuned":
+    quality}}``."""
     selector = LabelSelector(load_clip(clip), start)
     selector.set_vocabulary(vocabulary)
 

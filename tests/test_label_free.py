@@ -15,8 +15,9 @@ from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io import read_vocabulary, write_image
 from freelabel.pseudo.preset import Preset, read_preset, write_preset
 from freelabel.pseudo.config import LabelerConfig
-from freelabel.pseudo.select import (LabelSelector, SelectionConfig, choose_labels, encode_vocabulary, find_regions,
-                                     region_view)
+from freelabel.pseudo.labeler import Segmentation
+from freelabel.pseudo.select import (LabelSelector, SelectionConfig, check_labels, choose_labels, encode_vocabulary,
+                                     find_regions, region_view)
 from freelabel.toy.world import scenes
 
 
@@ -78,7 +79,7 @@ def test_regions_find_separate_objects_and_views_paint_the_rest():
 
 def test_selector_scores_every_class_and_selects_by_k_and_threshold():
     clip = load_clip("test-tiny-vit", "random", text_cache="off")
-    selector = LabelSelector(clip, SelectionConfig(top_k=2, min_score=0.0, max_overlap=None))
+    selector = LabelSelector(clip, SelectionConfig(top_k=2, min_score=0.0, max_overlap=None, verify_rounds=0))
     with pytest.raises(ValueError):
         selector.select(_two_squares())
     selector.set_vocabulary(["red square", ("blue square", "blue box"), "cat"])
@@ -92,9 +93,60 @@ def test_selector_scores_every_class_and_selects_by_k_and_threshold():
     assert not selector.select(_two_squares()).labels
 
 
+def test_check_labels_keeps_replaces_and_spares_unchecked_labels():
+    rows = np.array([[0.05, 0.05, 0.9, 0.0],  # label 0's region is class 2 for sure
+                     [0.0, 0.5, 0.3, 0.2],    # label 1's region is itself
+                     [np.nan] * 4,           # label 3's region was too small to check
+                     [0.02, 0.08, 0.1, 0.8]])  # label 3 again: kept once
+    assert check_labels([0, 1, 3, 3], rows, 0.1, 0.9) == [2, 1, 3]
+    assert check_labels([0, 1, 3, 3], rows, 0.1, None) == [1, 3]  # no relabelling: label 0 just goes
+    assert check_labels([0, 1], rows[:2], 0.01, 0.95) == [0, 1]  # a low bar keeps both; nothing sure enough to add
+
+
+class _ColourLabeler:
+    """A stand-in labeler: a label's mask is wherever its colour word's colour is in the image."""
+
+    colours = {"red": (220, 30, 30), "blue": (30, 60, 220)}
+
+    def __init__(self):
+        self.calls = []
+
+    def set_image(self, image):
+        self.image = image
+
+    def segment(self, labels):
+        self.calls.append(list(labels))
+        mask = np.zeros(self.image.shape[:2], np.uint8)
+        for k, label in enumerate(labels):
+            if label.split()[0] in self.colours:
+                mask[(self.image == self.colours[label.split()[0]]).all(-1)] = k + 1
+        return Segmentation(list(labels), None, None, mask)
+
+
+def test_selected_labels_are_checked_against_their_own_masks(monkeypatch):
+    vocabulary = ["red square", "red circle", "blue square", "cat"]
+    labeler = _ColourLabeler()
+    selector = LabelSelector(load_clip("test-tiny-vit", "random", text_cache="off"), SelectionConfig(), labeler)
+    selector.set_vocabulary(vocabulary)
+
+    def classify_views(views):  # a red region is surely a red square; a blue one is probably a blue square
+        return np.array([[0.95, 0.05, 0, 0] if (view == (220, 30, 30)).all(-1).any() else [0, 0, 0.6, 0.4]
+                         for view in views], np.float32)
+
+    monkeypatch.setattr(selector, "classify_views", classify_views)
+    kept, best = selector.verify(_two_squares(), [1, 2, 3])
+    # "red circle" is replaced by what its region shows, "blue square" stays, "cat" (no mask to check) stays
+    assert kept == [0, 2, 3]
+    assert labeler.calls == [["red circle", "blue square", "cat"], ["red square", "blue square", "cat"]]
+    assert np.allclose(best, [0.95, 0.05, 0.6, 0.4])
+    selector.config = SelectionConfig(verify_rounds=1, verify_min_score=0.7, relabel_min_score=None)
+    assert selector.verify(_two_squares(), [1, 2, 3])[0] == [3]
+
+
 @pytest.mark.parametrize("values", [{"top_k": 0}, {"min_score": 1.5}, {"min_area": 0.7, "max_area": 0.6},
                                     {"region_scales": (0,)}, {"fill": (0, 0, 300)}, {"region_size": 2},
-                                    {"max_overlap": 1.5}])
+                                    {"max_overlap": 1.5}, {"verify_rounds": -1}, {"verify_min_score": 1.2},
+                                    {"relabel_min_score": -0.1}, {"verify_min_area": 2.0}])
 def test_bad_selection_settings_are_config_errors(values):
     with pytest.raises(ConfigError):
         SelectionConfig(**values)
