@@ -63,8 +63,8 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
                     config: ClassifyConfig | None = None, load: Callable[[], LoadedClip] | None = None) -> dict:
     """Select every image's labels below ``images_dir`` from the vocabulary ``vocabulary_spec`` (a file with one
     class per line, synonyms after commas; a ``classes.txt``; or ``"a,b,c"``) and write to ``out``: ``labels.json``,
-    ``manifest.json`` (config, selection settings, per image its labels and best scores), ``errors.jsonl``,
-    ``job.json``, ``journal.jsonl``. The vocabulary, settings and image list are checked before the model loads
+    ``manifest.json`` (config, selection and labeler settings, per image its labels, the best scores, what the
+    check against the masks dropped and added), ``errors.jsonl``, ``job.json``, ``journal.jsonl``. The vocabulary, settings and image list are checked before the model loads
     (``load``: how to load it; by default ``load_clip(config.clip)``). Returns the manifest with every image's
     entry under ``images``; its ``summary`` counts done, skipped and failed images."""
     config = config or ClassifyConfig()
@@ -94,7 +94,9 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
             selected = selector.select(image)
             scores = selected.scores
             best = {selector.names[i]: round(float(scores[i]), 5) for i in scores.argsort()[::-1][:SCORES_KEPT]}
-            entry = {"status": "done", "labels": [label for label, _ in selected.labels], "scores": best}
+            best.update((label, round(score, 5)) for label, score in selected.labels)  # every label's, in any case
+            entry = {"status": "done", "labels": [label for label, _ in selected.labels], "scores": best,
+                     "dropped": selected.dropped, "added": selected.added}
         append_jsonl(out / JOURNAL, {"image": name, **entry})
         finished[name] = {"image": name, **entry}
         counts[entry["status"]] += 1

@@ -244,6 +244,10 @@ def test_generate_selects_labels_from_a_vocabulary_then_makes_masks(tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert {name: list(scores) for name, scores in manifest["selected"].items()} == selected
     assert manifest["images"]["broken.png"]["status"] == "failed"
+    checked = json.loads((tmp_path / "out" / "selection" / "manifest.json").read_text())
+    assert checked["labeler"]["crf"] is None  # the labels are checked against generate's own masks (--no-crf)
+    for entry in (checked["images"][name] for name in selected):
+        assert not set(entry["dropped"]) & set(entry["labels"]) and set(entry["added"]) <= set(entry["labels"])
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert [e["stage"] for e in errors] == ["read"]
     classes = (tmp_path / "out" / "classes.txt").read_text().split("\n")

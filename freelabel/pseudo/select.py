@@ -32,7 +32,7 @@ remaining wrong labels alone would give 0.639, adding the missed ones alone 0.61
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -152,11 +152,14 @@ def encode_vocabulary(clip: LoadedClip, vocabulary: Sequence[Sequence[str]]) -> 
 
 @dataclass
 class Selection:
-    """An image's selected classes, (name, score) best first, and (V,) float32 scores in [0, 1]: each class's best
-    probability over the views."""
+    """An image's selected classes, (name, score) in order, and (V,) float32 scores in [0, 1]: each class's best
+    probability over the views and the checked mask regions. dropped: names the views chose and the check against
+    the masks removed; added: names the check brought in."""
 
     labels: list[tuple[str, float]]
     scores: np.ndarray
+    dropped: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
 
 
 class LabelSelector:
@@ -214,11 +217,13 @@ class LabelSelector:
         probabilities, regions = self.view_probabilities(image)
         chosen = choose_labels(probabilities, regions, self.config.top_k, self.config.min_score,
                                self.config.max_overlap)
-        scores = probabilities.max(axis=0)
+        scores, kept = probabilities.max(axis=0), chosen
         if self.config.verify_rounds and chosen:
-            chosen, checked = self.verify(image, chosen)
+            kept, checked = self.verify(image, chosen)
             scores = np.maximum(scores, checked)
-        return Selection([(self.names[i], float(scores[i])) for i in chosen], scores)
+        return Selection([(self.names[i], float(scores[i])) for i in kept], scores,
+                         dropped=[self.names[i] for i in chosen if i not in kept],
+                         added=[self.names[i] for i in kept if i not in chosen])
 
     def verify(self, image: np.ndarray, labels: Sequence[int]) -> tuple[list[int], np.ndarray]:
         """Check ``labels`` (vocabulary indices) against ``image``'s pseudo-masks, ``config.verify_rounds`` times:
