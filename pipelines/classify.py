@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from tqdm import tqdm
 
 from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
-from freelabel.errors import ConfigError
+from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io import ImageReadError, prefetch_images, provenance, read_vocabulary, write_json
 from freelabel.io.files import append_jsonl
 from freelabel.io.images import MAX_PIXELS
@@ -59,14 +60,32 @@ class ClassifyConfig:
         return resolve_preset(self.clip.model, self.preset, self.labeler_overrides)[1]
 
 
+def image_entry(selector: LabelSelector, image: np.ndarray | ImageReadError) -> dict[str, Any]:
+    """One image's journal entry: its selected labels, the best scores (and every selected label's), what the
+    check against the masks dropped and added; or why it failed (that image only, the run goes on)."""
+    if isinstance(image, ImageReadError):
+        return {"status": "failed", "stage": "read", "reason": str(image)}
+    try:
+        selected = selector.select(image)
+    except (FreelabelError, ValueError, RuntimeError, MemoryError) as error:
+        return {"status": "failed", "stage": "select", "reason": f"{type(error).__name__}: {error}"}
+    scores = selected.scores
+    best = {selector.names[i]: round(float(scores[i]), 5) for i in scores.argsort()[::-1][:SCORES_KEPT]}
+    best.update((label, round(score, 5)) for label, score in selected.labels)
+    return {"status": "done", "labels": [label for label, _ in selected.labels], "scores": best,
+            "dropped": selected.dropped, "added": selected.added}
+
+
 def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Path,
                     config: ClassifyConfig | None = None, load: Callable[[], LoadedClip] | None = None) -> dict:
     """Select every image's labels below ``images_dir`` from the vocabulary ``vocabulary_spec`` (a file with one
     class per line, synonyms after commas; a ``classes.txt``; or ``"a,b,c"``) and write to ``out``: ``labels.json``,
     ``manifest.json`` (config, selection and labeler settings, per image its labels, the best scores, what the
-    check against the masks dropped and added), ``errors.jsonl``, ``job.json``, ``journal.jsonl``. The vocabulary, settings and image list are checked before the model loads
-    (``load``: how to load it; by default ``load_clip(config.clip)``). Returns the manifest with every image's
-    entry under ``images``; its ``summary`` counts done, skipped and failed images."""
+    check against the masks dropped and added), ``errors.jsonl``, ``job.json``, ``journal.jsonl``. The vocabulary,
+    settings and image list are checked before the model loads (``load``: how to load it; by default
+    ``load_clip(config.clip)``). A problem with one image (reading it, selecting its labels) fails that image only.
+    Returns the manifest with every image's entry under ``images``; its ``summary`` counts done, skipped and failed
+    images."""
     config = config or ClassifyConfig()
     images_dir, out = Path(images_dir), Path(out)
     selection, labeler = config.selection(), config.labeler()
@@ -88,22 +107,14 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
     images = prefetch_images([images_dir / name for name in todo], max_pixels=config.max_pixels)
     for name, (_, image) in tqdm(zip(todo, images), total=len(todo), desc="selecting labels", unit="image",
                                  disable=None):
-        if isinstance(image, ImageReadError):
-            entry = {"status": "failed", "stage": "read", "reason": str(image)}
-        else:
-            selected = selector.select(image)
-            scores = selected.scores
-            best = {selector.names[i]: round(float(scores[i]), 5) for i in scores.argsort()[::-1][:SCORES_KEPT]}
-            best.update((label, round(score, 5)) for label, score in selected.labels)  # every label's, in any case
-            entry = {"status": "done", "labels": [label for label, _ in selected.labels], "scores": best,
-                     "dropped": selected.dropped, "added": selected.added}
+        entry = image_entry(selector, image)
         append_jsonl(out / JOURNAL, {"image": name, **entry})
         finished[name] = {"image": name, **entry}
         counts[entry["status"]] += 1
     status = {name: {k: v for k, v in finished[name].items() if k != "image"} for name in names if name in finished}
     manifest = {"config": asdict(config), "selection": selection.to_dict(), "labeler": labeler.to_dict(),
-                "images_dir": str(images_dir),
-                "vocabulary": vocabulary_spec, "classes": len(vocabulary), "model": clip.pretrained, **provenance(),
+                "images_dir": str(images_dir), "vocabulary": vocabulary_spec, "classes": len(vocabulary),
+                "model": clip.pretrained, **provenance(),
                 "summary": {"done": counts["done"], "skipped": len(names) - len(todo), "failed": counts["failed"],
                             "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}}
     write_json(out / "labels.json", {name: entry["labels"] for name, entry in status.items()

@@ -282,3 +282,24 @@ def test_a_cache_shard_with_foreign_metadata_is_dropped_not_trusted(tmp_path):
         save_file({"embeddings": torch.zeros(2, 4)}, str(cache.folder / f"{name}.safetensors"),
                   metadata={"key": cache.key, "labels": labels})
     assert cache.get(["a"]) == {} and not list(cache.folder.iterdir())
+
+
+def test_a_selection_that_fails_costs_its_image_only(tmp_path, monkeypatch):
+    images = tmp_path / "images"
+    for i, scene in enumerate(scenes(3, 2)):
+        write_image(images / f"{i}.png", scene.image)
+    write_image(images / "odd.png", np.zeros((40, 48, 3), np.uint8))
+    select = LabelSelector.select
+
+    def failing_select(self, image):
+        if image.shape[:2] == (40, 48):
+            raise RuntimeError("out of memory")
+        return select(self, image)
+
+    monkeypatch.setattr(LabelSelector, "select", failing_select)
+    result = CliRunner().invoke(main, ["classify", str(images), "--vocab", "red circle,cat", "--out",
+                                       str(tmp_path / "out"), "--model", "test-tiny-vit", "--pretrained", "random"])
+    assert result.exit_code == 1 and "labelled 2 images, 0 skipped, 1 failed" in result.output, result.output
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert [(e["stage"], e["message"]) for e in errors] == [("select", "RuntimeError: out of memory")]
+    assert sorted(json.loads((tmp_path / "out" / "labels.json").read_text())) == ["0.png", "1.png"]
