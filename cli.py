@@ -105,8 +105,9 @@ VOCABULARY_HELP = ("Vocabulary to select from: a file with one class per line (s
 def classify(images: str, vocabulary: str, out: str, preset: str | None, selection_overrides: dict[str, Any],
              overwrite: bool | None, max_pixels: int | None, clip: ClipConfig) -> None:
     """Select image-level labels for every image below IMAGES from an open vocabulary: the whole image and its
-    regions, each classified alone. Writes OUT/labels.json (the input of `generate --labels`). Exit code 0: every
-    image labelled; 1: some images failed (OUT/errors.jsonl); 2: a usage error."""
+    regions, each classified alone, then each chosen label checked against its own pseudo-mask. Writes
+    OUT/labels.json (the input of `generate --labels`). Exit code 0: every image labelled; 1: some images failed
+    (OUT/errors.jsonl); 2: a usage error."""
     from freelabel.pipelines.classify import ClassifyConfig, classify_folder
     from freelabel.pipelines.generate import ERRORS
 
