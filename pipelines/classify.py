@@ -47,17 +47,14 @@ class ClassifyConfig:
     overwrite: bool = False  # redo every image, and rebind the folder to a new vocabulary or settings
     max_pixels: int | None = MAX_PIXELS  # larger images are refused unread
 
-    def selection(self) -> SelectionConfig:
-        """The preset's selection settings with ``overrides`` on top (``ConfigError`` for a bad one)."""
-        preset, _ = resolve_preset(self.clip.model, self.preset)
+    def settings(self) -> tuple[SelectionConfig, LabelerConfig]:
+        """The preset's selection settings with ``overrides`` on top, and its labeler settings (for the masks the
+        selected labels are checked against) with ``labeler_overrides`` on top; ``ConfigError`` for a bad one."""
+        preset, labeler = resolve_preset(self.clip.model, self.preset, self.labeler_overrides)
         unknown = set(self.overrides) - set(SelectionConfig.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown selection settings: {', '.join(sorted(unknown))}")
-        return replace(preset.selection, **self.overrides)
-
-    def labeler(self) -> LabelerConfig:
-        """The preset's labeler settings with ``labeler_overrides`` on top (``ConfigError`` for a bad one)."""
-        return resolve_preset(self.clip.model, self.preset, self.labeler_overrides)[1]
+        return replace(preset.selection, **self.overrides), labeler
 
 
 def image_entry(selector: LabelSelector, image: np.ndarray | ImageReadError) -> dict[str, Any]:
@@ -88,7 +85,7 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
     images."""
     config = config or ClassifyConfig()
     images_dir, out = Path(images_dir), Path(out)
-    selection, labeler = config.selection(), config.labeler()
+    selection, labeler = config.settings()
     vocabulary = read_vocabulary(vocabulary_spec)
     names = image_names(images_dir)
     settings = {"model": config.clip.model, "pretrained": config.clip.pretrained, "selection": selection.to_dict(),

@@ -205,8 +205,6 @@ class LabelSelector:
         """Every view of ``image`` ((H, W, 3) uint8 RGB) classified: the whole image first, then each region alone.
         Returns (1 + R, V) float32 probabilities (softmax over the vocabulary) and the R region masks
         (``find_regions``)."""
-        if self._text is None:
-            raise ValueError("call set_vocabulary(...) first")
         regions = find_regions(image, self.config)
         views = [image, *(region_view(image, region, self.config.fill) for region in regions)]
         return self.classify_views(views), regions
