@@ -71,7 +71,7 @@ def test_mimetic_init_makes_heads_attend_to_like_tokens_and_values_subtract():
     assert torch.isfinite(attention.in_proj_weight).all()
 
 
-@pytest.mark.parametrize("fields", [{"supervised_minutes": 21.0}, {"supervised_minutes": -1.0},
+@pytest.mark.parametrize("fields", [{"supervised_minutes": 45.0}, {"supervised_minutes": -1.0},
                                     {"single_object_fraction": 0.0}])
 def test_train_config_rejects_a_schedule_without_a_contrastive_or_supervised_phase(fields):
     with pytest.raises(ValueError, match="supervised"):

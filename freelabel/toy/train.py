@@ -44,7 +44,7 @@ class ToyClipTrainConfig:
     lr: float = 1e-3  # peak AdamW learning rate
     weight_decay: float = 0.1  # AdamW weight decay on matrices (not on gains, biases, embeddings)
     warmup_fraction: float = 0.03  # share of the budget spent warming the learning rate up linearly
-    budget_minutes: float = 21.0  # wall-clock training time; the cosine schedule is laid over it
+    budget_minutes: float = 45.0  # wall-clock training time; the cosine schedule is laid over it
     eval_every_minutes: float = 1.0  # how often the validation curve gets a point
     val_scenes: int = 300  # single-object validation scenes per curve point
     render_workers: int = 2  # processes rendering the pool
