@@ -32,6 +32,7 @@ from common import FREELABEL
 from freelabel.clip.loading import load_clip
 from freelabel.clip.text import encode_prompts
 from freelabel.io import read_image, write_image
+from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.select import LabelSelector
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "coco-object-val"
@@ -69,7 +70,7 @@ def classify(images: Path, vocabulary: Path, out: Path, cache: Path) -> float:
 def check_cost(images: list[Path]) -> tuple[float, float]:
     """(s/image of the selection's views, s/image of checking 3 labels against their masks) with a random ViT-B/16
     and the library's default selection and labeler settings."""
-    selector = LabelSelector(load_clip("ViT-B-16", "random", text_cache="off"))
+    selector = LabelSelector(Labeler(load_clip("ViT-B-16", "random", text_cache="off")))
     selector.set_vocabulary(NAMES)
     views = checks = 0.0
     for path in images:

@@ -27,10 +27,10 @@ from freelabel.io import ImageReadError, prefetch_images, provenance, read_vocab
 from freelabel.io.files import append_jsonl
 from freelabel.io.images import MAX_PIXELS
 from freelabel.pipelines.generate import JOURNAL, bind_folder, image_names, open_folder, write_records
-from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import resolve_preset
-from freelabel.pseudo.select import LabelSelector, SelectionConfig
+from freelabel.pseudo.select import LabelSelector
 
 SCORES_KEPT = 10  # best scores written per image (the vocabulary may hold thousands of classes)
 
@@ -96,7 +96,7 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
     clip = (load or (lambda: load_clip(config.clip)))()  # before the folder is made: a failed load leaves no trace
     finished = open_folder(out, binding, None, rebind)
     todo = [name for name in names if finished.get(name, {}).get("status") != "done"]
-    selector = LabelSelector(clip, selection, Labeler(clip, config=labeler))
+    selector = LabelSelector(Labeler(clip, config=labeler), selection)
     started = time.monotonic()
     selector.set_vocabulary(vocabulary)
     text_seconds, started = time.monotonic() - started, time.monotonic()

@@ -25,7 +25,8 @@ from freelabel.io.labels import LabelError, check_label, read_image_labels, writ
 from freelabel.io.masks import IGNORE_INDEX
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import resolve_preset
-from freelabel.run.job import ImageJob, ImageSegmenter
+from freelabel.run.job import ImageJob
+from freelabel.segmentation import ImageSegmenter
 from freelabel.run.local import run_local
 
 JOB, JOURNAL, MANIFEST, ERRORS = "job.json", "journal.jsonl", "manifest.json", "errors.jsonl"

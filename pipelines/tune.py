@@ -18,9 +18,10 @@ from freelabel.io.files import provenance, read_json, write_json
 from freelabel.io.images import list_images, read_image
 from freelabel.io.labels import read_classes
 from freelabel.io.masks import IGNORE_INDEX, read_mask
-from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.config import LabelerConfig, SelectionConfig
+from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import Preset, resolve_preset, write_preset
-from freelabel.pseudo.select import LabelSelector, SelectionConfig
+from freelabel.pseudo.select import LabelSelector
 from freelabel.pseudo.tune import (LabelledImage, ParallelScorer, fit_selection, model_depth, scores_from_counts,
                                   search_stage, selection_quality, stage_grids)
 
@@ -153,7 +154,7 @@ def tune_selection(clip: ClipConfig, start: SelectionConfig, tuning: list[Labell
     masks that follows (``verify_rounds`` etc.) keeps the starting preset's settings and is not part of the score.
     Returns ``{"best": SelectionConfig fields, "tuning": quality, "heldout": {"start": quality, "tuned":
     quality}}``."""
-    selector = LabelSelector(load_clip(clip), start)
+    selector = LabelSelector(Labeler(load_clip(clip)), start)
     selector.set_vocabulary(vocabulary)
 
     def classified(items: list[LabelledImage]) -> tuple[list, np.ndarray]:

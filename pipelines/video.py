@@ -29,7 +29,7 @@ from freelabel.pipelines.generate import JOURNAL, bind_folder, open_folder, writ
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import resolve_preset
-from freelabel.run.job import ImageSegmenter
+from freelabel.segmentation import ImageSegmenter
 from freelabel.segmenter.predictor import Segmenter
 from freelabel.video.frames import Frame, frame_names, is_video, read_frames
 from freelabel.video.propagate import PropagationConfig, Propagator, one_hot

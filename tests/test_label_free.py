@@ -14,9 +14,10 @@ from freelabel.clip.text import encode_prompts, truncatable
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io import read_vocabulary, write_image
 from freelabel.pseudo.preset import Preset, read_preset, write_preset
-from freelabel.pseudo.config import LabelerConfig
-from freelabel.pseudo.labeler import Segmentation
-from freelabel.pseudo.select import (LabelSelector, SelectionConfig, check_labels, choose_labels, encode_vocabulary,
+from freelabel.pseudo.config import LabelerConfig, SelectionConfig
+from freelabel.pseudo.labeler import Labeler
+from freelabel.segmentation import Segmentation
+from freelabel.pseudo.select import (LabelSelector, check_labels, choose_labels, encode_vocabulary,
                                      find_regions, region_view)
 from freelabel.toy.world import scenes
 
@@ -79,7 +80,7 @@ def test_regions_find_separate_objects_and_views_paint_the_rest():
 
 def test_selector_scores_every_class_and_selects_by_k_and_threshold():
     clip = load_clip("test-tiny-vit", "random", text_cache="off")
-    selector = LabelSelector(clip, SelectionConfig(top_k=2, min_score=0.0, max_overlap=None, verify_rounds=0))
+    selector = LabelSelector(Labeler(clip), SelectionConfig(top_k=2, min_score=0.0, max_overlap=None, verify_rounds=0))
     with pytest.raises(ValueError):
         selector.select(_two_squares())
     selector.set_vocabulary(["red square", ("blue square", "blue box"), "cat"])
@@ -109,6 +110,7 @@ class _ColourLabeler:
     colours = {"red": (220, 30, 30), "blue": (30, 60, 220)}
 
     def __init__(self):
+        self.clip = load_clip("test-tiny-vit", "random", text_cache="off")
         self.calls = []
 
     def set_image(self, image):
@@ -126,7 +128,7 @@ class _ColourLabeler:
 def test_selected_labels_are_checked_against_their_own_masks(monkeypatch):
     vocabulary = ["red square", "red circle", "blue square", "cat"]
     labeler = _ColourLabeler()
-    selector = LabelSelector(load_clip("test-tiny-vit", "random", text_cache="off"), SelectionConfig(), labeler)
+    selector = LabelSelector(labeler, SelectionConfig())
     selector.set_vocabulary(vocabulary)
 
     def classify_views(views):  # a red region is surely a red square; a blue one is probably a blue square

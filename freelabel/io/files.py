@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 
 from freelabel.errors import FreelabelError
+from freelabel.version import __version__
 
 
 @contextlib.contextmanager
@@ -57,8 +58,6 @@ def provenance() -> dict[str, object]:
     """Versions of what produced an output, stored beside it."""
     import open_clip
     import torch
-
-    from freelabel import __version__
 
     return {"versions": {"freelabel": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
                          "numpy": np.__version__, "python": platform.python_version()}}

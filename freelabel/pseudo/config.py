@@ -1,4 +1,5 @@
-"""``LabelerConfig``: every setting that shapes a pseudo-mask, validated when it is made."""
+"""The settings of the pseudo-mask stages, validated when they are made: ``LabelerConfig`` (maps, views, fusion,
+mask) and ``SelectionConfig`` (which labels of a vocabulary an image shows)."""
 
 from __future__ import annotations
 
@@ -102,3 +103,55 @@ class LabelerConfig:
                 raise ConfigError(f"unknown CRF settings: {', '.join(sorted(unknown))}")
             crf = dataclasses.replace(crf, **crf_fields)
         return dataclasses.replace(self, crf=crf, **plain)
+
+
+@dataclass
+class SelectionConfig:
+    """How an image's labels are chosen from a vocabulary; part of a model's preset."""
+
+    region_scales: tuple[float, ...] = (300.0, 800.0, 2000.0)  # felzenszwalb scale per segmentation; larger = bigger
+    region_sigma: float = 0.8  # felzenszwalb's Gaussian pre-smoothing, pixels at region_size
+    region_min_size: int = 30  # felzenszwalb's smallest region, pixels at region_size
+    region_size: int = 64  # regions are found with the image's short side resized to this (px)
+    min_area: float = 0.02  # smaller regions (fraction of the image) are not classified
+    max_area: float = 0.6  # nor larger ones (the whole image is classified anyway)
+    fill: tuple[int, int, int] = (128, 128, 128)  # RGB painted outside a region in its view
+    flip: bool = True  # each view's embedding is averaged with its mirror image's
+    top_k: int = 5  # at most this many labels per image
+    min_score: float = 0.7  # a selected label's score (its best probability over the views) reaches this
+    # one object, one label: a label whose evidence (the regions where it reaches min_score) lies more than this
+    # fraction inside a better label's evidence is dropped; None = no such rule
+    max_overlap: float | None = 0.7
+    # then each selected label is checked against its own pseudo-mask (the labeler's, among the selected labels),
+    # this many times, the masks made anew among the labels kept (0 = never): a label stays when its mask region,
+    # classified alone like a region above, gives it at least verify_min_score
+    verify_rounds: int = 2
+    verify_min_score: float = 0.1
+    relabel_min_score: float | None = 0.9  # a mask region classified alone as another class this surely adds it
+    verify_min_area: float = 0.005  # a label whose mask is smaller (fraction of the image) cannot be checked: it stays
+    batch_size: int = 32  # views per encoder pass
+
+    def __post_init__(self) -> None:
+        self.region_scales = tuple(float(v) for v in self.region_scales)
+        self.fill = tuple(int(v) for v in self.fill)
+        if any(v <= 0 for v in self.region_scales):
+            raise ConfigError(f"region_scales must be positive, got {self.region_scales}")
+        if self.region_sigma < 0 or self.region_min_size < 1 or self.region_size < 8:
+            raise ConfigError("region_sigma must be >= 0, region_min_size >= 1 and region_size >= 8")
+        if not 0 <= self.min_area < self.max_area <= 1:
+            raise ConfigError(f"need 0 <= min_area < max_area <= 1, got {self.min_area} and {self.max_area}")
+        if len(self.fill) != 3 or not all(0 <= v <= 255 for v in self.fill):
+            raise ConfigError(f"fill must be three values in 0..255, got {self.fill}")
+        if self.top_k < 1 or self.batch_size < 1:
+            raise ConfigError(f"top_k and batch_size must be at least 1, got {self.top_k} and {self.batch_size}")
+        if not 0 <= self.min_score <= 1:
+            raise ConfigError(f"min_score must be in [0, 1], got {self.min_score}")
+        if self.max_overlap is not None and not 0 <= self.max_overlap <= 1:
+            raise ConfigError(f"max_overlap must be in [0, 1] or None, got {self.max_overlap}")
+        if self.verify_rounds < 0:
+            raise ConfigError(f"verify_rounds must be at least 0, got {self.verify_rounds}")
+        if not all(0 <= v <= 1 for v in (self.verify_min_score, self.verify_min_area, self.relabel_min_score or 0)):
+            raise ConfigError("verify_min_score, relabel_min_score and verify_min_area must be in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "region_scales": list(self.region_scales), "fill": list(self.fill)}

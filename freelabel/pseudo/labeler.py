@@ -20,24 +20,7 @@ from freelabel.pseudo.maps import relevance_maps, scale_per_label, surgery_simil
 from freelabel.pseudo.mask import background_probabilities, confident_mask
 from freelabel.pseudo.preset import Preset, model_preset
 from freelabel.pseudo.views import View, plan_views, view_crops, view_to_image
-
-
-@dataclass
-class Segmentation:
-    """What ``Labeler.segment`` (and ``Segmenter.segment``) returns.
-
-    labels: the K queried labels. scores: (K, H, W) float32 in [0, 1], each label's fused map scaled per image
-    (a segmenter's: its per-label pixel probabilities). probabilities: (K + 1, H, W) float32, per pixel a
-    distribution over [background, *labels] (after the CRF if one ran). mask: (H, W) uint8, 0 = background,
-    k = labels[k - 1], 255 = ignore (not confident). label_scores: (K,) float32 in [0, 1], each label's
-    image-level presence probability from a segmenter's multi-label head; None from the ``Labeler``.
-    """
-
-    labels: list[str]
-    scores: np.ndarray
-    probabilities: np.ndarray
-    mask: np.ndarray
-    label_scores: np.ndarray | None = None
+from freelabel.segmentation import Segmentation
 
 
 @dataclass

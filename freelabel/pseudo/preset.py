@@ -14,8 +14,7 @@ from typing import Any
 
 from freelabel.errors import ConfigError
 from freelabel.io.files import read_json, write_json
-from freelabel.pseudo.config import LabelerConfig
-from freelabel.pseudo.select import SelectionConfig
+from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_SOURCE = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from freelabel.io.files import write_npz
 from freelabel.io.images import MAX_PIXELS, read_image
 from freelabel.io.labels import class_lookup
 from freelabel.io.masks import IGNORE_INDEX, write_mask
-from freelabel.pseudo.labeler import Segmentation
+from freelabel.segmentation import ImageSegmenter, Segmentation
 
 
 class ItemError(FreelabelError):
@@ -22,20 +22,6 @@ class ItemError(FreelabelError):
     def __init__(self, stage: str, message: str):
         super().__init__(message)
         self.stage = stage
-
-
-class ImageSegmenter(Protocol):
-    """What the per-image job needs of a model: the ``Labeler`` (pseudo-masks) and the ``Segmenter`` (a trained
-    segmenter) both are one."""
-
-    def set_image(self, image: np.ndarray) -> None:
-        """Cache the features of an (H, W, 3) uint8 image."""
-
-    def segment(self, labels: Sequence[str]) -> Segmentation:
-        """Masks for ``labels`` in the cached image (empty: labels the model selects, where it can)."""
-
-    def prepare_labels(self, labels: Sequence[str]) -> None:
-        """Encode labels ahead of time, in batches."""
 
 
 @dataclass(frozen=True)

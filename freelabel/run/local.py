@@ -7,7 +7,8 @@ from typing import Any, Iterator, Sequence
 from tqdm import tqdm
 
 from freelabel.io.images import MAX_PIXELS, ImageReadError, prefetch_images
-from freelabel.run.job import ImageJob, ImageSegmenter, ItemError, run_job
+from freelabel.run.job import ImageJob, ItemError, run_job
+from freelabel.segmentation import ImageSegmenter
 
 
 def run_local(model: ImageSegmenter, jobs: Sequence[ImageJob], classes: Sequence[str], desc: str = "masks",

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from freelabel.io.masks import IGNORE_INDEX
-from freelabel.run.job import ImageSegmenter
+from freelabel.segmentation import ImageSegmenter
 
 
 @dataclass

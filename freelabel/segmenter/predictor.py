@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
 from freelabel.errors import FreelabelError
 from freelabel.io.images import check_rgb
-from freelabel.pseudo.labeler import Segmentation
+from freelabel.segmentation import Segmentation
 from freelabel.pseudo.mask import confident_mask
 from freelabel.segmenter.checkpoint import load_model_weights, read_run
 from freelabel.segmenter.config import SegmenterConfig
