@@ -36,7 +36,7 @@ class TuneConfig:
     holdout: float = 0.3  # fraction of the images kept out of the search and used for the report (spread evenly)
     workers: int = 2  # processes scoring image chunks in parallel, each with its own copy of the CLIP
     # passes over all stages; a second re-fits maps, fusion and background under the CRF the first one chose (on
-    # the toy validation stream it raised the tuning score 0.650 -> 0.653 and lowered the held-out one 0.652 -> 0.647)
+    # the toy validation stream it did not help the held-out score: docs/results.md)
     rounds: int = 1
 
     def __post_init__(self) -> None:

@@ -9,32 +9,20 @@ regions; of the ``top_k`` best scoring at least ``min_score``, a class whose sup
 a better class's is dropped (one object, one label: most wrong labels name an object's colour right and its shape
 wrong, from a part of it).
 
-Chosen on toy scenes of stream 7000 (100 scenes, never a measured stream): label mAP 0.65 with the whole image
-alone, 0.66 with patch-level scores from the dense maps, 0.60 with region-pooled dense features, 0.50-0.69 with
-region crops zoomed to the input size, 0.85 with one segmentation scale painted in place and 0.89-0.91 with
-three; a grey fill beat the image's median colour, dilating regions lost. On all 300 scenes of that stream: mAP
-0.874 and F1 0.808 without flipped views, 0.879 and 0.825 with them (precision 0.83, recall 0.82 at top 5 and
-0.8); most wrong labels have the right colour and the wrong shape. One object, one label (max_overlap 0.7) then
-took precision to 0.885 and recall to 0.789, and the pseudo-mask mIoU with the selected labels from 0.496 to
-0.535 (0.539 with min_score 0.7: precision 0.860, recall 0.812; true labels: 0.663).
+Regions painted in place with a grey fill, at three segmentation scales, rank labels far better than the whole
+image alone, patch-level scores from the dense maps, region-pooled dense features or region crops zoomed to the
+input size; flipped views add a little more.
 
 Then each chosen label is checked against its own pseudo-mask (``verify``): the labeler segments the image among
 the chosen labels and each label's mask region is classified alone, like a region above. A wrong label's mask
 covers the object it misnamed from a part of it, and seen whole that object is named right: the label goes, and a
 region surely (``relabel_min_score``) another class brings that class in; the masks are made again among the
 labels kept (``verify_rounds``). A label whose mask is too small to check stays (another label's mask took its
-object this round). On stream 7000 (300 scenes) two rounds took precision to 0.912, recall 0.789 and the masks'
-mIoU to 0.615 (one round 0.602, three 0.613); keeping only labels whose region gives them 0.7 lost recall (0.57,
-mIoU 0.46); each label segmented alone against background instead of among the others: mIoU 0.56. What is left is
-mostly objects the toy CLIP misnames even from their exact masks (it names 91% of them right): removing the
-remaining wrong labels alone would give 0.639, adding the missed ones alone 0.613. (These figures are the earlier
-toy weights', trained 21 minutes.)
-
-The toy CLIP trained 45 minutes (the shipped weights) names 96% of those objects right from their exact masks.
-With it the one-object rule costs more recall than it saves precision once the check runs, so the toy preset turns
-it off and checks harder (stream 7000, 300 scenes): candidates at top 5 and 0.8 without the rule give precision
-0.767, recall 0.900, mIoU 0.497; three rounds keeping a label at 0.25 take them to 0.887, 0.859 and 0.669 (true
-labels 0.682). With the rule (0.7) and two rounds at 0.2: 0.926, 0.834, 0.641.
+object this round). Labels are segmented among each other, not each alone against background, and a label stays
+on a low score of its own region (``verify_min_score``): a high bar loses recall. Once the check runs, the
+one-object rule can cost more recall than it saves precision (it does with the shipped toy CLIP, whose preset turns
+it off). How each choice was measured, on toy scenes of stream 7000: docs/results.md ("How the selection was
+designed").
 """
 
 from __future__ import annotations

@@ -31,8 +31,7 @@ class PropagationConfig:
     min_confidence: float = 0.5  # blended pixels whose top probability is below this become 255
     # pixels that no chain reaches validly: None = 255; a number = the blend of the chains regardless of the check,
     # kept where its top probability reaches this (i.e. where the key frames on both sides agree), else 255.
-    # 0.6 was chosen on toy clips (stream 5000, K=5: mIoU 0.855 with None, 0.896 with 0.6, 0.895 / 0.894 with
-    # 0.75 / 0.9), never on the real clips that report
+    # 0.6 was chosen on toy clips, never on the real clips that only report (figures: docs/results.md, "Video")
     flagged_min_confidence: float | None = 0.6
     # a dense CRF on each propagated frame's blended probabilities and its own pixels, to snap boundaries to that
     # frame's edges (before the confidence rules above); None = the blend as it is
