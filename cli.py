@@ -14,10 +14,19 @@ import click
 
 from freelabel.clip.loading import ClipConfig
 from freelabel.errors import FreelabelError
+from freelabel.run.folder import ERRORS, exit_status
 
 
 def _given(**options: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
+
+
+def _exit_if_failed(summary: dict[str, Any]) -> None:
+    """End a folder job's command with its exit status (``exit_status``: 1 when some items failed); return when it
+    is 0, so that ``main(..., standalone_mode=False)`` returns too."""
+    status = exit_status(summary)
+    if status:
+        raise SystemExit(status)
 
 
 class UserError(click.ClickException):
@@ -109,7 +118,6 @@ def classify(images: str, vocabulary: str, out: str, preset: str | None, selecti
     OUT/labels.json (the input of `generate --labels`). Exit code 0: every image labelled; 1: some images failed
     (OUT/errors.jsonl); 2: a usage error."""
     from freelabel.pipelines.classify import ClassifyConfig, classify_folder
-    from freelabel.pipelines.generate import ERRORS
 
     config = ClassifyConfig(clip=clip, preset=preset, overrides=selection_overrides,
                             **_given(overwrite=overwrite, max_pixels=max_pixels))
@@ -117,8 +125,7 @@ def classify(images: str, vocabulary: str, out: str, preset: str | None, selecti
     click.echo(f"labelled {summary['done']} images, {summary['skipped']} skipped, {summary['failed']} failed in "
                f"{summary['seconds']} s (+ {summary['text_seconds']} s encoding the vocabulary) -> "
                f"{Path(out) / 'labels.json'}" + (f"; failures in {Path(out) / ERRORS}" if summary["failed"] else ""))
-    if summary["failed"]:
-        raise SystemExit(1)
+    _exit_if_failed(summary)
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -198,10 +205,8 @@ def generate(images: str, labels_spec: str | None, vocabulary: str | None, selec
     for it from a vocabulary (--vocab; they are written to OUT/selection/labels.json), with the model's preset (or
     --preset) and any single setting overridden by its flag. Exit code 0: every image done; 1: some images failed
     (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
-    from freelabel.pipelines.generate import ERRORS, GenerateConfig, generate as run
+    from freelabel.pipelines.generate import GenerateConfig, generate as run
 
-    if (labels_spec is None) == (vocabulary is None):
-        raise UserError("give exactly one of --labels (given labels) and --vocab (labels selected from it)")
     config = GenerateConfig(clip=clip, preset=preset, overrides=overrides, vocabulary=vocabulary,
                             selection_overrides=selection_overrides,
                             **_given(save_scores=save_scores, overwrite=overwrite, max_pixels=max_pixels))
@@ -210,8 +215,7 @@ def generate(images: str, labels_spec: str | None, vocabulary: str | None, selec
     click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {failed} failed "
                f"in {summary['seconds']} s (+ {summary['text_seconds']} s encoding labels) -> {out}"
                + (f"; failures in {Path(out) / ERRORS}" if failed else ""))
-    if failed:
-        raise SystemExit(1)
+    _exit_if_failed(summary)
 
 
 @main.command()
@@ -325,15 +329,13 @@ def train_command(pseudo_masks: str, out: str, images: str | None, holdout_label
 def predict(run: str, images: str, out: str, labels_spec: str | None, **options: Any) -> None:
     """Masks for every image below IMAGES from the segmenter trained in RUN, in generate's format. Exit code 0:
     every image done; 1: some images failed (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
-    from freelabel.pipelines.generate import ERRORS
     from freelabel.pipelines.predict import PredictConfig, predict as run_predict
 
     summary = run_predict(run, images, out, labels_spec, PredictConfig(**_given(**options)))["summary"]
     failed = summary["failed"]
     click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {failed} failed "
                f"in {summary['seconds']} s -> {out}" + (f"; failures in {Path(out) / ERRORS}" if failed else ""))
-    if failed:
-        raise SystemExit(1)
+    _exit_if_failed(summary)
 
 
 @main.command()
@@ -369,7 +371,6 @@ def video(frames: str, out: str, labels_spec: str | None, key_masks: str | None,
     """Masks for every frame of FRAMES (a folder of frames or a video file) from key frames: segmented with
     --labels, or given with --key-masks; the frames between get their masks carried by optical flow. Exit code 0:
     every frame done; 1: some frames failed (OUT/errors.jsonl); 2: a usage error."""
-    from freelabel.pipelines.generate import ERRORS
     from freelabel.pipelines.video import VideoConfig, propagate_masks, video_labels
     from freelabel.video.flow import FlowConfig
     from freelabel.video.propagate import PropagationConfig
@@ -390,8 +391,7 @@ def video(frames: str, out: str, labels_spec: str | None, key_masks: str | None,
     click.echo(f"{summary['done']} frame masks written ({summary['key_frames']} key frames), {summary['skipped']} "
                f"skipped, {summary['failed']} failed in {summary['seconds']} s -> {out}"
                + (f"; failures in {Path(out) / ERRORS}" if summary["failed"] else ""))
-    if summary["failed"]:
-        raise SystemExit(1)
+    _exit_if_failed(summary)
 
 
 @main.command()

@@ -3,6 +3,7 @@ resume and error rules), so ``freelabel evaluate`` and later tools read them unc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,10 +12,10 @@ from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.labels import LabelError, check_label, read_label_vocabulary
 from freelabel.io.masks import IGNORE_INDEX
+from freelabel.run.folder import check_out_dir, image_names
+from freelabel.run.masks import FolderOptions, Inputs, MaskFolder, read_inputs
 from freelabel.segmenter.checkpoint import MODEL, read_run
 from freelabel.segmenter.predictor import Segmenter
-from freelabel.pipelines.generate import (FolderOptions, Inputs, check_out_dir, image_names, label_folder,
-                                         read_inputs)
 
 
 @dataclass
@@ -67,12 +68,10 @@ def predict(run_dir: str | Path, images_dir: str | Path, out: str | Path, labels
     settings = {"run": str(run_dir.resolve()), "model_sha256": digest, "top_k": config.top_k,
                 "vocabulary": None if labels_spec else vocabulary, "save_scores": config.save_scores,
                 "max_pixels": config.max_pixels}
-
-    def segmenter() -> Segmenter:
-        return Segmenter.from_run(run_dir, config.device, vocabulary=extra, top_k=config.top_k)
-
+    folder = MaskFolder(images_dir, inputs, out, settings,
+                        FolderOptions(config.save_scores, config.overwrite, config.max_pixels))
     manifest = {"config": asdict(config), "run": str(run_dir), "model_sha256": digest, "clip": run["clip"],
                 "architecture": run["architecture"], "images_dir": str(images_dir), "labels": labels_spec}
-    return label_folder(images_dir, inputs, out, settings, segmenter, manifest,
-                        FolderOptions(config.save_scores, config.overwrite, config.max_pixels))
+    return folder.run(functools.partial(Segmenter.from_run, run_dir, config.device, vocabulary=extra,
+                                        top_k=config.top_k), manifest)
 

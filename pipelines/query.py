@@ -9,17 +9,15 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.clip.loading import ClipConfig
 from freelabel.errors import FreelabelError
 from freelabel.io import ImageReadError, provenance, read_image, write_image, write_json
 from freelabel.io.files import write_jsonl
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.masks import blend_mask, write_mask
-from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import resolve_preset
-from freelabel.segmentation import ImageSegmenter
+from freelabel.run.model import load_image_segmenter
 from freelabel.run.query import QueryResult, query
-from freelabel.segmenter.predictor import Segmenter
 
 QUERIES = "queries.jsonl"
 
@@ -52,9 +50,7 @@ def query_image(image_path: str | Path, texts: Sequence[str], out: str | Path, c
         image = read_image(image_path, config.max_pixels)
     except ImageReadError as error:
         raise FreelabelError(str(error)) from None
-    model: ImageSegmenter = (Segmenter.from_run(config.checkpoint, config.clip.device) if config.checkpoint
-                             else Labeler(load_clip(config.clip), config=labeler_config))
-    results = query(model, image, texts)
+    results = query(load_image_segmenter(config.checkpoint, config.clip, labeler_config), image, texts)
     combined = np.zeros(image.shape[:2], np.uint8)
     records = []
     for index, result in enumerate(results):

@@ -3,14 +3,13 @@
 Key frames are either given as masks (``--key-masks DIR``: the frames with a mask there; no CLIP at all) or every
 ``key_interval``-th frame (and the last), segmented with the image pipeline (``--labels``: the ``Labeler`` with the
 model's preset, or a trained segmenter with ``--checkpoint``). Frames are streamed: only the frames of one gap
-between key frames are in memory. The output folder follows ``generate``'s rules (``job.json`` binding, journal,
-manifest, errors, resume to the same bytes), one mask per frame.
+between key frames are in memory. The output folder is a job folder (``freelabel.run.folder``: ``job.json`` binding,
+journal, manifest, errors, resume to the same bytes), one mask per frame.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -19,18 +18,17 @@ import cv2
 import numpy as np
 import torch
 
-from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.clip.loading import ClipConfig
 from freelabel.errors import ConfigError, FreelabelError
-from freelabel.io.files import append_jsonl, provenance
+from freelabel.io.files import provenance
 from freelabel.io.images import MAX_PIXELS, ImageReadError
 from freelabel.io.labels import (LabelError, check_label, class_lookup, read_classes, read_label_vocabulary)
 from freelabel.io.masks import IGNORE_INDEX, blend_mask, read_mask, write_mask
-from freelabel.pipelines.generate import JOURNAL, bind_folder, open_folder, write_records
+from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.crf import CrfConfig
-from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.preset import resolve_preset
-from freelabel.segmentation import ImageSegmenter
-from freelabel.segmenter.predictor import Segmenter
+from freelabel.run.folder import JobFolder, failure
+from freelabel.run.model import load_image_segmenter
 from freelabel.video.frames import Frame, frame_names, is_video, read_frames
 from freelabel.video.propagate import PropagationConfig, Propagator, one_hot
 
@@ -108,28 +106,21 @@ def _write_frame(out: Path, frame: Frame, mask: np.ndarray, key: bool) -> dict[s
     return {"status": "done", "key": key, "ignored_fraction": round(float((mask == IGNORE_INDEX).mean()), 4)}
 
 
-def _propagate(frames_path: Path, out: Path, classes: list[str], binding: dict[str, Any], rebind: bool,
-               manifest: dict[str, Any], config: VideoConfig, is_key: Callable[[Frame, bool], bool],
-               key_of: Callable[[Frame], _Key]) -> dict:
-    """The loop shared by both modes, on a folder ``bind_folder`` accepted: stream the frames gap by gap, skip gaps
-    whose frames are all done, propagate the others, journal every frame, rebuild the manifest and errors."""
-    finished = open_folder(out, binding, classes, rebind)
+def _propagate(frames_path: Path, out: Path, classes: list[str], folder: JobFolder, manifest: dict[str, Any],
+               config: VideoConfig, is_key: Callable[[Frame, bool], bool], key_of: Callable[[Frame], _Key]) -> dict:
+    """The loop shared by both modes, on a checked ``folder``: stream the frames gap by gap, skip gaps whose frames
+    are all done, propagate the others, journal every frame, rebuild the manifest and errors."""
+    folder.open(classes)
     propagator = Propagator(config.propagation)
-    counts, started = Counter(), time.monotonic()
+    started = time.monotonic()
     keys: dict[str, _Key | None] = {}  # this gap's key frames (None: failed), the last one kept for the next gap
     skipped: set[str] = set()
 
-    def record(frame: Frame, entry: dict[str, Any]) -> None:
-        append_jsonl(out / JOURNAL, {"image": frame.name, **entry})
-        finished[frame.name] = {"image": frame.name, **entry}
-        counts[entry["status"]] += 1
-
     def failed(frame: Frame, reason: str) -> None:
-        record(frame, {"status": "failed", "stage": "read", "reason": reason})
+        folder.record(frame.name, failure("read", reason))
 
     def done(frame: Frame) -> bool:
-        return (finished.get(frame.name, {}).get("status") == "done"
-                and (out / Path(frame.name).with_suffix(".png")).is_file())
+        return folder.done(frame.name, [out / Path(frame.name).with_suffix(".png")])
 
     for gap in _gaps(read_frames(frames_path, config.max_pixels), is_key, failed):
         if all(done(frame) for frame in gap):
@@ -143,10 +134,10 @@ def _propagate(frames_path: Path, out: Path, classes: list[str], binding: dict[s
                 keys[frame.name] = key_of(frame)
             except (FreelabelError, ValueError, RuntimeError, MemoryError) as error:  # this key frame, not the run
                 keys[frame.name] = None
-                record(frame, {"status": "failed", "stage": "key frame", "reason": f"{type(error).__name__}: {error}"})
+                folder.record(frame.name, failure("key frame", f"{type(error).__name__}: {error}"))
                 continue
             if not done(frame):
-                record(frame, _write_frame(out, frame, keys[frame.name].mask, True))
+                folder.record(frame.name, _write_frame(out, frame, keys[frame.name].mask, True))
         first = keys.get(gap[0].name) if is_key(gap[0], gap[0] is gap[-1]) else None
         last = keys.get(gap[-1].name) if len(gap) > 1 and is_key(gap[-1], True) else None
         if first is None and last is None:  # no usable key frame on either side
@@ -158,15 +149,16 @@ def _propagate(frames_path: Path, out: Path, classes: list[str], binding: dict[s
                                          last.probabilities if last else None)
             start, end = (1 if first else 0), (len(gap) - 1 if last else len(gap))
             for frame, (_, mask) in zip(gap[start:end], results):
-                record(frame, _write_frame(out, frame, mask, False))
+                folder.record(frame.name, _write_frame(out, frame, mask, False))
         keys = {gap[-1].name: keys[gap[-1].name]} if gap[-1].name in keys else {}
+    counts = folder.counts
     manifest = {**manifest, "classes": classes, **provenance(),
                 "summary": {"done": counts["done"], "skipped": len(skipped), "failed": counts["failed"],
-                            "key_frames": sum(1 for e in finished.values() if e.get("key")),
+                            "key_frames": sum(1 for e in folder.entries.values() if e.get("key")),
                             "seconds": round(time.monotonic() - started, 1)}}
-    status = {name: {k: v for k, v in entry.items() if k != "image"} for name, entry in finished.items()}
     video = is_video(frames_path)
-    write_records(out, manifest, status, lambda name: f"{frames_path}#{name}" if video else str(frames_path / name))
+    folder.write_records(manifest, folder.status(),
+                         lambda name: f"{frames_path}#{name}" if video else str(frames_path / name))
     if config.overlay:
         write_overlay(frames_path, out, config.max_pixels)
     return manifest
@@ -201,10 +193,10 @@ def propagate_masks(frames_path: str | Path, key_masks: str | Path, out: str | P
 
     settings = {"mode": "key_masks", "key_masks": str(key_masks.resolve()),
                 "propagation": asdict(config.propagation), "max_pixels": config.max_pixels}
-    binding = {"classes": classes, "settings": settings, "key_frames": sorted(available)}
-    rebind = bind_folder(out, binding, config.overwrite)
+    folder = JobFolder(out, {"classes": classes, "settings": settings, "key_frames": sorted(available)},
+                       config.overwrite)
     manifest = {"config": asdict(config), "frames": str(frames_path), "key_masks": str(key_masks)}
-    return _propagate(frames_path, out, classes, binding, rebind, manifest, config, is_key, key_of)
+    return _propagate(frames_path, out, classes, folder, manifest, config, is_key, key_of)
 
 
 def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, config: VideoConfig | None = None
@@ -222,6 +214,7 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
     classes = ["background", *labels]
     if config.checkpoint:
         settings: dict[str, Any] = {"checkpoint": str(Path(config.checkpoint).resolve())}
+        labeler_config: LabelerConfig | None = None
         crf: CrfConfig | None = CrfConfig()
     else:
         _, labeler_config = resolve_preset(config.clip.model, config.preset, config.overrides)
@@ -231,10 +224,8 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
     config = replace(config, propagation=replace(config.propagation, crf=crf if config.refine else None))
     settings.update(mode="labels", key_interval=config.key_interval, propagation=asdict(config.propagation),
                     max_pixels=config.max_pixels)
-    binding = {"classes": classes, "settings": settings}
-    rebind = bind_folder(out, binding, config.overwrite)  # refused before the model loads
-    model: ImageSegmenter = (Segmenter.from_run(config.checkpoint, config.clip.device) if config.checkpoint
-                             else Labeler(load_clip(config.clip), config=labeler_config))
+    folder = JobFolder(out, {"classes": classes, "settings": settings}, config.overwrite)  # before the model loads
+    model = load_image_segmenter(config.checkpoint, config.clip, labeler_config)
     model.prepare_labels(labels)
 
     def is_key(frame: Frame, is_last: bool) -> bool:
@@ -249,7 +240,7 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
         return _Key(probabilities, to_classes[result.mask].astype(np.uint8))
 
     manifest = {"config": asdict(config), "frames": str(frames_path), "labels": labels}
-    return _propagate(frames_path, out, classes, binding, rebind, manifest, config, is_key, key_of)
+    return _propagate(frames_path, out, classes, folder, manifest, config, is_key, key_of)
 
 
 def write_overlay(frames_path: Path, out: Path, max_pixels: int | None) -> Path:

@@ -263,6 +263,19 @@ def test_generate_selects_labels_from_a_vocabulary_then_makes_masks(tmp_path):
     assert both.exit_code == 2 and "exactly one of" in both.output
 
 
+def test_a_rerun_of_generate_with_a_vocabulary_resumes_the_selection_and_the_masks(tmp_path):
+    images = tmp_path / "images"
+    for i, scene in enumerate(scenes(5, 3)):
+        write_image(images / f"{i}.png", scene.image)
+    args = ["generate", str(images), "--vocab", "red circle,blue square,green triangle", "--out", str(tmp_path / "out"),
+            "--model", "test-tiny-vit", "--pretrained", "random", "--no-crf", "--top-k", "2", "--min-score", "0"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "0 masks written, 3 skipped" in again.output, again.output
+    selection = json.loads((tmp_path / "out" / "selection" / "manifest.json").read_text())
+    assert selection["summary"]["skipped"] == 3
+
+
 @pytest.mark.parametrize("vocab, message", [("cat,background", "background"), ("", "no labels")])
 def test_a_bad_vocabulary_is_one_error_line_before_the_model_loads(tmp_path, vocab, message):
     write_image(tmp_path / "images" / "a.png", np.zeros((16, 16, 3), np.uint8))

@@ -86,3 +86,70 @@ def test_every_library_package_is_in_the_wheel():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "freelabel").rglob("__init__.py")}
     assert found <= listed, sorted(found - listed)
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Every project module (``freelabel.*``; ``pipelines/`` as ``freelabel.pipelines.*``) and the project modules it
+    imports anywhere in its file: at the top, inside functions (lazy imports) and under ``TYPE_CHECKING``."""
+    import ast
+
+    files = {p: "freelabel." + ".".join(p.relative_to(ROOT / "freelabel").with_suffix("").parts)
+             for p in (ROOT / "freelabel").rglob("*.py")}
+    files.update({p: "freelabel.pipelines." + p.stem for p in (ROOT / "pipelines").glob("*.py")})
+    modules = {name.removesuffix(".__init__") for name in files.values()}
+    graph: dict[str, set[str]] = {}
+    for path, name in files.items():
+        name = name.removesuffix(".__init__")
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative import
+                    base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + [base]).strip(".")
+                imported.add(base)
+                imported.update(f"{base}.{alias.name}" for alias in node.names)
+        graph[name] = {target for target in imported if target in modules and target != name}
+    return graph
+
+
+def test_no_import_cycles_and_recipes_stand_alone():
+    """No two project files import each other, directly or around a loop (lazy imports count too); the library
+    never imports a recipe or the CLI; a recipe never imports another recipe (the CLI imports them all). A package's
+    ``__init__`` re-exporting its modules is not a cycle when no module imports its own package back."""
+    graph = _module_imports()
+    recipes = {name for name in graph if name.startswith("freelabel.pipelines.") and name != "freelabel.pipelines.cli"}
+    for name, targets in graph.items():
+        if not name.startswith("freelabel.pipelines"):
+            assert not {t for t in targets if t.startswith("freelabel.pipelines")}, f"{name} imports a recipe"
+        elif name in recipes:
+            assert not targets & recipes, f"recipe {name} imports recipe(s) {sorted(targets & recipes)}"
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    assert not cycles, f"import cycles: {cycles}"

@@ -215,6 +215,19 @@ def test_labels_mode_segments_key_frames_and_propagates_the_rest(clip_folder):
     assert len(list((clip_folder / "out").glob("*.png"))) == 12
 
 
+def test_labels_mode_resumes_and_refuses_another_jobs_folder_in_one_line(clip_folder):
+    def run(key_interval: int):
+        return _video(clip_folder / "frames", "--labels", "red square", "--key-interval", key_interval, "--out",
+                      clip_folder / "out", *TINY)
+
+    assert run(4).exit_code == 0
+    again = run(4)
+    assert again.exit_code == 0 and "0 frame masks written" in again.output and "12 skipped" in again.output, \
+        again.output
+    other = run(3)
+    assert other.exit_code == 2 and "another job" in other.output and "Traceback" not in other.output, other.output
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "exactly one of"),
     (["--labels", "a", "--key-masks", "{keys}"], "exactly one of"),

@@ -13,7 +13,7 @@ from freelabel.io.files import write_npz
 from freelabel.io.images import MAX_PIXELS, read_image
 from freelabel.io.labels import class_lookup
 from freelabel.io.masks import IGNORE_INDEX, write_mask
-from freelabel.segmentation import ImageSegmenter, Segmentation
+from freelabel.segmentation import ImageSegmenter
 
 
 class ItemError(FreelabelError):

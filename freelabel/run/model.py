@@ -1,0 +1,21 @@
+"""Which model segments the images of a command that takes either: a trained segmenter, or the pseudo-mask
+``Labeler``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from freelabel.clip.loading import ClipConfig
+from freelabel.pseudo.config import LabelerConfig
+from freelabel.pseudo.labeler import Labeler
+from freelabel.segmentation import ImageSegmenter
+from freelabel.segmenter.predictor import Segmenter
+
+
+def load_image_segmenter(checkpoint: str | Path | None, clip: ClipConfig, labeler: LabelerConfig | None
+                         ) -> ImageSegmenter:
+    """The segmenter trained in ``checkpoint`` (a ``freelabel train`` run folder) on ``clip.device``; without one,
+    the ``Labeler`` with the settings ``labeler`` on the CLIP ``clip`` describes."""
+    if checkpoint:
+        return Segmenter.from_run(checkpoint, clip.device)
+    return Labeler(clip_config=clip, config=labeler)

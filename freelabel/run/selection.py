@@ -1,0 +1,143 @@
+"""The label-free folder job: image-level labels for a folder of images, selected from an open vocabulary.
+
+Each image's classes are chosen by ``LabelSelector`` (the whole image and its regions, each classified alone, then
+each chosen label checked against its own pseudo-mask) with the model preset's ``selection`` and ``labeler``
+settings. The folder follows ``JobFolder``'s rules: bound to the vocabulary and settings (``job.json``), one journal
+line per image as it finishes, ``manifest.json`` and ``errors.jsonl`` rebuilt from it, a killed run resumes to the
+same bytes. ``labels.json`` (image -> selected names) is the input format of ``freelabel generate --labels``, for a
+person to correct and re-run; ``freelabel generate --vocab`` takes the selected labels in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from tqdm import tqdm
+
+from freelabel.clip.loading import ClipConfig
+from freelabel.errors import ConfigError, FreelabelError
+from freelabel.io import ImageReadError, prefetch_images, provenance, read_vocabulary, write_json
+from freelabel.io.images import MAX_PIXELS
+from freelabel.pseudo.config import LabelerConfig, SelectionConfig
+from freelabel.pseudo.labeler import Labeler
+from freelabel.pseudo.preset import Preset, resolve_preset
+from freelabel.pseudo.select import LabelSelector
+from freelabel.run.folder import JobFolder, failure, image_names
+from freelabel.run.masks import Inputs, label_inputs
+
+SCORES_KEPT = 10  # best scores written per image (the vocabulary may hold thousands of classes)
+LABELS = "labels.json"  # image -> selected labels, the input format of `generate --labels`
+
+
+@dataclass
+class ClassifyConfig:
+    """Everything that decides the selected labels; saved in the manifest beside them."""
+
+    clip: ClipConfig = field(default_factory=ClipConfig)  # which CLIP scores the labels
+    preset: str | None = None  # preset file or "default"; None = the model's own (its "selection" settings)
+    overrides: dict[str, Any] = field(default_factory=dict)  # SelectionConfig fields set on top of the preset's
+    # LabelerConfig fields over the preset's, for the pseudo-masks the selected labels are checked against
+    labeler_overrides: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = False  # redo every image, and rebind the folder to a new vocabulary or settings
+    max_pixels: int | None = MAX_PIXELS  # larger images are refused unread
+
+    def settings(self) -> tuple[SelectionConfig, LabelerConfig]:
+        """The preset's selection settings with ``overrides`` on top, and its labeler settings (for the masks the
+        selected labels are checked against) with ``labeler_overrides`` on top; ``ConfigError`` for a bad one."""
+        preset, labeler = resolve_preset(self.clip.model, self.preset, self.labeler_overrides)
+        return selection_settings(preset, self.overrides), labeler
+
+
+def selection_settings(preset: Preset, overrides: Mapping[str, Any]) -> SelectionConfig:
+    """``preset``'s selection settings with ``overrides`` (``SelectionConfig`` fields) on top; ``ConfigError`` for
+    an unknown field or a bad value."""
+    unknown = set(overrides) - set(SelectionConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown selection settings: {', '.join(sorted(unknown))}")
+    return replace(preset.selection, **overrides)
+
+
+def image_entry(selector: LabelSelector, image: np.ndarray | ImageReadError) -> dict[str, Any]:
+    """One image's journal entry: its selected labels, the best scores (and every selected label's), what the
+    check against the masks dropped and added; or why it failed (that image only, the run goes on)."""
+    if isinstance(image, ImageReadError):
+        return failure("read", str(image))
+    try:
+        selected = selector.select(image)
+    except (FreelabelError, ValueError, RuntimeError, MemoryError) as error:
+        return failure("select", f"{type(error).__name__}: {error}")
+    scores = selected.scores
+    best = {selector.names[i]: round(float(scores[i]), 5) for i in scores.argsort()[::-1][:SCORES_KEPT]}
+    best.update((label, round(score, 5)) for label, score in selected.labels)
+    return {"status": "done", "labels": [label for label, _ in selected.labels], "scores": best,
+            "dropped": selected.dropped, "added": selected.added}
+
+
+def selected_labels(status: Mapping[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Image -> its selected labels, for the images whose selection is done (the content of ``labels.json``)."""
+    return {name: entry["labels"] for name, entry in status.items() if entry["status"] == "done"}
+
+
+def select_folder(images_dir: Path, vocabulary_spec: str, out: Path, config: ClassifyConfig,
+                  selection: SelectionConfig, labeler_config: LabelerConfig,
+                  make_labeler: Callable[[], Labeler]) -> dict:
+    """Select every image's labels below ``images_dir`` from the vocabulary ``vocabulary_spec`` (a file with one
+    class per line, synonyms after commas; a ``classes.txt``; or ``"a,b,c"``) and write to ``out``: ``labels.json``,
+    ``manifest.json`` (config, selection and labeler settings, per image its labels, the best scores, what the
+    check against the masks dropped and added), ``errors.jsonl``, ``job.json``, ``journal.jsonl``.
+
+    selection, labeler_config: the settings in force (``config.settings()``). make_labeler: builds the ``Labeler``
+    (with ``labeler_config``) whose CLIP classifies the views and whose masks check the labels; called after the
+    vocabulary, settings and image list are checked and before the folder is touched. A problem with one image
+    (reading it, selecting its labels) fails that image only. Returns the manifest with every image's entry under
+    ``images``; its ``summary`` counts done, skipped and failed images."""
+    vocabulary = read_vocabulary(vocabulary_spec)
+    names = image_names(images_dir)
+    settings = {"model": config.clip.model, "pretrained": config.clip.pretrained, "selection": selection.to_dict(),
+                "labeler": labeler_config.to_dict(),
+                "vocabulary": hashlib.sha256(json.dumps(vocabulary).encode()).hexdigest(),
+                "max_pixels": config.max_pixels}
+    folder = JobFolder(out, {"classes": [], "image_labels": None, "settings": settings}, config.overwrite)
+    labeler = make_labeler()  # before the folder is made: a failed load leaves no trace
+    folder.open(None)
+    todo = [name for name in names if not folder.done(name, ())]
+    selector = LabelSelector(labeler, selection)
+    started = time.monotonic()
+    selector.set_vocabulary(vocabulary)
+    text_seconds, started = time.monotonic() - started, time.monotonic()
+    images = prefetch_images([images_dir / name for name in todo], max_pixels=config.max_pixels)
+    for name, (_, image) in tqdm(zip(todo, images), total=len(todo), desc="selecting labels", unit="image",
+                                 disable=None):
+        folder.record(name, image_entry(selector, image))
+    journaled = folder.status()
+    status = {name: journaled[name] for name in names if name in journaled}
+    counts = folder.counts
+    manifest = {"config": asdict(config), "selection": selection.to_dict(), "labeler": labeler_config.to_dict(),
+                "images_dir": str(images_dir), "vocabulary": vocabulary_spec, "classes": len(vocabulary),
+                "model": labeler.clip.pretrained, **provenance(),
+                "summary": {"done": counts["done"], "skipped": len(names) - len(todo), "failed": counts["failed"],
+                            "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}}
+    write_json(out / LABELS, selected_labels(status))
+    folder.write_records(manifest, status, lambda name: str(images_dir / name))
+    return {**manifest, "images": status}
+
+
+def selection_inputs(images_dir: Path, status: Mapping[str, dict[str, Any]], labels_path: str) -> Inputs:
+    """The inputs of mask generation from a selection's per-image ``status`` (``select_folder``'s ``images``), as
+    ``read_inputs`` reads them from its ``labels.json`` at ``labels_path`` (named in errors); an image whose
+    selection failed fails with the same stage and reason, rather than counting as unlabelled."""
+    labels = selected_labels(status)
+    if not labels:  # what reading the empty labels.json says
+        raise FreelabelError(f"{labels_path} lists no images")
+    inputs = label_inputs(images_dir, labels, labels_path)
+    for name, entry in status.items():
+        if entry["status"] == "failed" and name in inputs.unlabelled:
+            inputs.unlabelled.remove(name)
+            inputs.problems[name] = {"stage": entry["stage"], "reason": entry["reason"]}
+    return inputs
