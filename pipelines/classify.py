@@ -29,7 +29,7 @@ from freelabel.io.images import MAX_PIXELS
 from freelabel.pipelines.generate import JOURNAL, bind_folder, image_names, open_folder, write_records
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.labeler import Labeler
-from freelabel.pseudo.preset import resolve_preset
+from freelabel.cards import resolve_preset
 from freelabel.pseudo.select import LabelSelector
 
 SCORES_KEPT = 10  # best scores written per image (the vocabulary may hold thousands of classes)

@@ -24,7 +24,7 @@ from freelabel.io.images import MAX_PIXELS, list_images
 from freelabel.io.labels import LabelError, check_label, read_image_labels, write_classes
 from freelabel.io.masks import IGNORE_INDEX
 from freelabel.pseudo.labeler import Labeler
-from freelabel.pseudo.preset import resolve_preset
+from freelabel.cards import resolve_preset
 from freelabel.run.job import ImageJob
 from freelabel.segmentation import ImageSegmenter
 from freelabel.run.local import run_local
@@ -38,7 +38,7 @@ class GenerateConfig:
     """Everything that decides the pseudo-masks; saved in the manifest beside them."""
 
     clip: ClipConfig = field(default_factory=ClipConfig)  # which CLIP computes the maps
-    preset: str | None = None  # preset file or "default"; None = the model's own preset (freelabel.pseudo.preset)
+    preset: str | None = None  # preset file or "default"; None = the model's own preset (freelabel.cards)
     overrides: dict[str, Any] = field(default_factory=dict)  # labeler fields set on top of the preset
     save_scores: bool = False  # also write float16 probabilities per image to scores/<image>.npz
     overwrite: bool = False  # redo every image, and rebind the folder to new labels or settings

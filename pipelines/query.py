@@ -16,7 +16,7 @@ from freelabel.io.files import write_jsonl
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.masks import blend_mask, write_mask
 from freelabel.pseudo.labeler import Labeler
-from freelabel.pseudo.preset import resolve_preset
+from freelabel.cards import resolve_preset
 from freelabel.segmentation import ImageSegmenter
 from freelabel.run.query import QueryResult, query
 from freelabel.segmenter.predictor import Segmenter

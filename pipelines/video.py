@@ -28,7 +28,7 @@ from freelabel.io.masks import IGNORE_INDEX, blend_mask, read_mask, write_mask
 from freelabel.pipelines.generate import JOURNAL, bind_folder, open_folder, write_records
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.pseudo.labeler import Labeler
-from freelabel.pseudo.preset import resolve_preset
+from freelabel.cards import resolve_preset
 from freelabel.segmentation import ImageSegmenter
 from freelabel.segmenter.predictor import Segmenter
 from freelabel.video.frames import Frame, frame_names, is_video, read_frames

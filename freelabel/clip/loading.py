@@ -4,7 +4,7 @@ Weights come from one of:
 - an open_clip model name and pretrained tag (``ViT-B-16`` + ``openai``), fetched into the cache unless offline;
 - a Hugging Face hub id (``hf-hub:org/repo``) holding ``open_clip_config.json`` and weights;
 - a local checkpoint file (``--pretrained path.safetensors``) or an open_clip folder (``local-dir:/path``);
-- the bundled toy model ``freelabel-toy`` (no download ever).
+- weights a model card bundles, such as the toy model ``freelabel-toy``'s (no download ever).
 
 safetensors files are preferred; pickled checkpoints are read only with ``torch.load(weights_only=True)``.
 Missing weights in offline mode raise ``WeightsNotFoundError``, whose message says what was looked for and
@@ -32,15 +32,13 @@ from open_clip.pretrained import download_pretrained_from_url, get_pretrained_cf
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from PIL import Image
 
+from freelabel.cards import model_card
 from freelabel.clip.text import TextEmbeddingCache, encode_prompts, text_cache_dir, text_tower_digest
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import check_rgb
 
 MODEL_CONFIG_DIR = Path(__file__).parents[1] / "model_configs"
-BUNDLED_WEIGHTS_DIR = Path(__file__).parents[1] / "toy" / "weights"
 TOY_MODEL = "freelabel-toy"
-# Models whose weights ship inside the package: name -> (pretrained tag, file).
-BUNDLED: dict[str, tuple[str, Path]] = {TOY_MODEL: ("freelabel", BUNDLED_WEIGHTS_DIR / "freelabel-toy.safetensors")}
 RANDOM_INIT = "random"  # the pretrained value that asks for random initialisation (speed benchmarks, tests)
 RANDOM_INIT_SEED = 0  # torch seed of a random initialisation
 CHECKPOINT_FIX = "Re-download it, or check that --pretrained names the file you meant."
@@ -58,29 +56,8 @@ open_clip.add_model_config(MODEL_CONFIG_DIR)
 for _folder in filter(None, os.environ.get(MODEL_CONFIGS_ENV, "").split(os.pathsep)):
     open_clip.add_model_config(_folder)
 
-# CLIP's prompt ensemble, shortened to the templates that carry most of its gain.
-DEFAULT_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}.", "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",
-    "a rendering of a {}.", "graffiti of a {}.", "a cropped photo of the {}.", "a tattoo of a {}.",
-    "a bright photo of a {}.", "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.",
-    "a drawing of a {}.", "a photo of my {}.", "a photo of the cool {}.", "a close-up photo of a {}.",
-    "a black and white photo of the {}.", "a painting of the {}.", "a pixelated photo of the {}.",
-    "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.", "a photo of the {}.", "a good photo of the {}.",
-    "a photo of one {}.", "a close-up photo of the {}.", "a photo of a large {}.", "a photo of a small {}.",
-    "itap of a {}.", "a photo of the large {}.", "a photo of the small {}.", "art of the {}.", "a {}.",
-)
 TEXT_BATCH = 512  # prompts per text-tower pass when many labels are encoded at once
 DISK_SHARD_LABELS = 4096  # labels per on-disk cache shard: a killed run keeps what it encoded, in few files
-# Models trained on other captions get their own templates.
-MODEL_TEMPLATES: dict[str, tuple[str, ...]] = {
-    TOY_MODEL: ("a photo of a {}.", "a picture of a {}.", "a {}.", "an image with a {}."),
-}
-# Image preprocessing of models that no open_clip tag describes, over open_clip's defaults (which are bicubic and
-# 'shortest'). The toy was trained on renders drawn at its input size, and has always been evaluated with
-# bilinear squashing; open_clip's model configs cannot hold this (every key there goes to the model's constructor).
-MODEL_PREPROCESS: dict[str, dict[str, str]] = {
-    TOY_MODEL: {"interpolation": "bilinear", "resize_mode": "squash"},
-}
 INTERPOLATIONS = ("bicubic", "bilinear")
 RESIZE_MODES = ("shortest", "squash", "longest")
 
@@ -153,7 +130,7 @@ class LoadedClip:
     """A CLIP model ready for inference, with what is needed to feed it.
 
     The preprocessing fields are those of the model's pretrained tag (or ``open_clip_config.json``), else
-    open_clip's defaults, with ``MODEL_PREPROCESS`` on top for freelabel's own models.
+    open_clip's defaults, with the model card's ``preprocess`` on top.
     """
 
     model: torch.nn.Module  # the open_clip model, in eval mode
@@ -185,9 +162,9 @@ class LoadedClip:
                    ) -> "LoadedClip":
         """Wrap an open_clip model (put in eval mode) made by ``open_clip.create_model(open_clip_name or name)``,
         with the preprocessing open_clip attached to it (see the class docstring)."""
+        card = model_card(name)
         cfg = PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(size=net.visual.image_size),
-                                                    {**open_clip.get_model_preprocess_cfg(net),
-                                                     **MODEL_PREPROCESS.get(name, {})}))
+                                                    {**open_clip.get_model_preprocess_cfg(net), **card.preprocess}))
         size = cfg.size
         return cls(
             model=net.eval(),
@@ -197,7 +174,7 @@ class LoadedClip:
             mean=tuple(float(v) for v in cfg.mean),
             std=tuple(float(v) for v in cfg.std),
             image_size=(size, size) if isinstance(size, int) else tuple(size),
-            templates=MODEL_TEMPLATES.get(name, DEFAULT_TEMPLATES),
+            templates=card.templates,
             # open_clip evaluates its training-only 'random' interpolation as bicubic
             interpolation="bilinear" if cfg.interpolation == "bilinear" else "bicubic",
             resize_mode=cfg.resize_mode,
@@ -397,8 +374,8 @@ def resolve_source(model: str, pretrained: str | None = None, cache_dir: str | o
     """Resolve a model name and pretrained value to an open_clip name and a local checkpoint path.
 
     model: an open_clip registry name (``ViT-B-16``), ``hf-hub:org/repo``, ``local-dir:/path`` or a folder path.
-    pretrained: None for the model's default weights (bundled, or open_clip's first tag); a tag; a checkpoint
-    file or folder; or ``"random"`` for random initialisation. Raises ``WeightsNotFoundError`` or
+    pretrained: None for the model's default weights (its card's bundled ones, else open_clip's first tag); a tag;
+    a checkpoint file or folder; or ``"random"`` for random initialisation. Raises ``WeightsNotFoundError`` or
     ``UnknownModelError`` with a message that says how to fix it.
     """
     cache = default_cache_dir(cache_dir)
@@ -423,8 +400,9 @@ def resolve_source(model: str, pretrained: str | None = None, cache_dir: str | o
                                 f"'hf-hub:org/repo', 'local-dir:/path', or '{TOY_MODEL}'.")
     if pretrained == RANDOM_INIT:
         return ClipSource(model, None, f"{model} (random init)")
-    if model in BUNDLED and pretrained in (None, BUNDLED[model][0]):
-        tag, path = BUNDLED[model]
+    bundled = model_card(model).bundled
+    if bundled is not None and pretrained in (None, bundled[0]):
+        tag, path = bundled
         if not path.is_file():
             raise _not_found(f"'{model}' tag '{tag}'", f"The package ships it at {path}; reinstall freelabel "
                              "or retrain it with `freelabel toy train-clip`.", "file missing")
