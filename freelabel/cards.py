@@ -76,7 +76,8 @@ class ModelCard:
     bundled: tuple[str, Path] | None = None  # (pretrained tag, file) of the weights the package ships: the default
     templates: tuple[str, ...] = DEFAULT_TEMPLATES  # prompt templates, each with one '{}' for the label
     # image preprocessing over the pretrained tag's or open_clip's defaults (open_clip PreprocessCfg keys, e.g.
-    # interpolation, resize_mode), for models that no open_clip tag describes
+    # interpolation, resize_mode), for models that no open_clip tag describes; open_clip's model configs cannot
+    # hold it (every key there goes to the model's constructor)
     preprocess: Mapping[str, Any] = field(default_factory=dict)
     preset: Preset = field(default_factory=default_preset)  # labeler and selection settings, with their source
     train: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig field values over the library's
