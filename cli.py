@@ -265,6 +265,15 @@ def evaluate(pred: str, gt: str, classes: str, as_json: bool, allow_missing: boo
     click.echo(json.dumps(report) if as_json else format_report(report))
 
 
+@main.command()
+def models() -> None:
+    """The model cards (bundled weights, prompt templates, preprocessing, presets) and open_clip's pretrained
+    models, which any other --model name builds on."""
+    from freelabel.pipelines.models import describe_models
+
+    click.echo(describe_models())
+
+
 @main.command("train")
 @_friendly_errors
 @click.argument("pseudo_masks", type=click.Path(exists=True, file_okay=False))

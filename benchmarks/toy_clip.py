@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from freelabel.clip.loading import BUNDLED, TOY_MODEL, load_clip
+from freelabel.cards import BUNDLED
+from freelabel.clip.loading import TOY_MODEL, load_clip
 from freelabel.toy.evaluate import multi_label_map, zero_shot_report
 from freelabel.toy.world import ToyWorldConfig, scenes
 

@@ -7,8 +7,8 @@ figure is their mean, min and max. Ablations are the same command with flags: ra
 CRF (`--scales 1 --no-flip --no-crf`) and test-time views without the CRF (`--no-crf`).
 
 `--tune` first refits the shipped preset the way a user fits their own: `freelabel tune` on 400 scenes of the
-validation stream 2001 (30% held out for its report), starting from the library default preset, written to
-freelabel/pseudo/presets/freelabel-toy.json.
+validation stream 2001 (30% held out for its report), starting from the library default preset, written into
+the toy's model card, freelabel/model_cards/freelabel-toy.json (its "preset").
 
     .venv/bin/python benchmarks/toy_pseudo_masks.py [--tune] [--n 300] [--streams 3000,3001,3002]
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 from common import freelabel, toy_scenes
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESET = ROOT / "freelabel" / "pseudo" / "presets" / "freelabel-toy.json"
+CARD = ROOT / "freelabel" / "model_cards" / "freelabel-toy.json"
 VALIDATION_STREAM, VALIDATION_SCENES = 2001, 400
 ABLATIONS = {"raw single-view maps, no CRF": ["--scales", "1", "--no-flip", "--no-crf"],
              "views + fusion, no CRF": ["--no-crf"], "preset (full pipeline)": []}
@@ -58,10 +58,14 @@ def main() -> None:
     if args.tune:
         validation = toy_scenes(work, VALIDATION_STREAM, VALIDATION_SCENES)
         started = time.monotonic()
+        tuned = work / "preset.json"
         print(freelabel("tune", str(validation / "images"), "--masks", str(validation / "masks"), "--classes",
-                        str(validation / "classes.txt"), "--model", "freelabel-toy", "--out", str(PRESET),
+                        str(validation / "classes.txt"), "--model", "freelabel-toy", "--out", str(tuned),
                         "--preset", "default", "--workers", str(args.workers)).strip())
         print(f"tune: {time.monotonic() - started:.0f} s")
+        card = json.loads(CARD.read_text())
+        card["preset"] = json.loads(tuned.read_text())  # the card's other sections stay as they are
+        CARD.write_text(json.dumps(card, indent=2) + "\n")
     results: dict[str, list[dict]] = {name: [] for name in ABLATIONS}
     for seed in (int(s) for s in args.streams.split(",")):
         data = toy_scenes(work, seed, args.n)

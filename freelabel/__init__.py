@@ -1,11 +1,11 @@
 """freelabel: segmentation labels from image-level labels with CLIP, without anyone drawing a mask."""
 
+from freelabel.cards import ModelCard, Preset, list_models, model_card, model_preset, read_preset, write_preset
 from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
 from freelabel.errors import FreelabelError
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.pseudo.labeler import Labeler
-from freelabel.pseudo.preset import Preset, model_preset, read_preset, write_preset
 from freelabel.pseudo.select import LabelSelector
 from freelabel.run.query import QueryResult, query
 from freelabel.segmentation import ImageSegmenter, Segmentation
@@ -17,7 +17,7 @@ from freelabel.segmenter.trainer import TrainConfig, train, train_config
 from freelabel.version import __version__
 
 __all__ = ["ClipConfig", "CrfConfig", "FreelabelError", "ImageSegmenter", "LabelSelector", "Labeler", "LabelerConfig",
-           "LoadedClip", "Preset", "QueryResult", "SegmenterConfig", "Segmentation", "Segmenter", "SelectedLabelSegmenter",
-           "SelectionConfig", "TrainConfig", "__version__", "architecture_config", "create_segmenter",
-           "list_architectures", "load_clip", "model_preset", "query", "read_preset", "train", "train_config",
-           "write_preset"]
+           "LoadedClip", "ModelCard", "Preset", "QueryResult", "SegmenterConfig", "Segmentation", "Segmenter",
+           "SelectedLabelSegmenter", "SelectionConfig", "TrainConfig", "__version__", "architecture_config",
+           "create_segmenter", "list_architectures", "list_models", "load_clip", "model_card", "model_preset", "query",
+           "read_preset", "train", "train_config", "write_preset"]

@@ -12,7 +12,7 @@ from freelabel.clip.loading import ClipConfig
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
 from freelabel.pseudo.labeler import Labeler
-from freelabel.pseudo.preset import resolve_preset
+from freelabel.cards import resolve_preset
 from freelabel.run.folder import check_out_dir
 from freelabel.run.masks import FolderOptions, MaskFolder, read_inputs
 from freelabel.run.selection import LABELS, ClassifyConfig, select_folder, selection_inputs, selection_settings

@@ -15,7 +15,7 @@ from freelabel.io import ImageReadError, provenance, read_image, write_image, wr
 from freelabel.io.files import write_jsonl
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.masks import blend_mask, write_mask
-from freelabel.pseudo.preset import resolve_preset
+from freelabel.cards import resolve_preset
 from freelabel.run.model import load_image_segmenter
 from freelabel.run.query import QueryResult, query
 

@@ -20,7 +20,7 @@ from freelabel.io.labels import read_classes
 from freelabel.io.masks import IGNORE_INDEX, read_mask
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.labeler import Labeler
-from freelabel.pseudo.preset import Preset, resolve_preset, write_preset
+from freelabel.cards import Preset, resolve_preset, write_preset
 from freelabel.pseudo.select import LabelSelector
 from freelabel.pseudo.tune import (LabelledImage, ParallelScorer, fit_selection, model_depth, scores_from_counts,
                                   search_stage, selection_quality, stage_grids)

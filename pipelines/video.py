@@ -26,7 +26,7 @@ from freelabel.io.labels import (LabelError, check_label, class_lookup, read_cla
 from freelabel.io.masks import IGNORE_INDEX, blend_mask, read_mask, write_mask
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.crf import CrfConfig
-from freelabel.pseudo.preset import resolve_preset
+from freelabel.cards import resolve_preset
 from freelabel.run.folder import JobFolder, failure
 from freelabel.run.model import load_image_segmenter
 from freelabel.video.frames import Frame, frame_names, is_video, read_frames

@@ -154,7 +154,7 @@ def test_every_labeler_and_crf_setting_has_a_flag():
 
 
 def test_a_flag_overrides_one_field_of_the_preset_and_the_manifest_records_both(tmp_path):
-    from freelabel.pseudo.preset import model_preset
+    from freelabel.cards import model_preset
 
     for i, scene in enumerate(scenes(3, 2)):
         write_image(tmp_path / "images" / f"{i}.png", scene.image)

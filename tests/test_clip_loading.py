@@ -1,3 +1,4 @@
+import json
 import pickle
 
 import numpy as np
@@ -5,10 +6,11 @@ import open_clip
 import pytest
 import torch
 from conftest import TEST_MODELS
+from open_clip.model import resize_pos_embed, resize_text_pos_embed
 from safetensors.torch import save_file
 
-from freelabel.clip.loading import (TOY_MODEL, CorruptCheckpointError, IncompatibleWeightsError, UnknownModelError,
-                                    UnsafeCheckpointError, WeightsNotFoundError, load_clip, resolve_source)
+from freelabel.clip.checkpoint import CorruptCheckpointError, IncompatibleWeightsError, UnsafeCheckpointError
+from freelabel.clip.loading import TOY_MODEL, UnknownModelError, WeightsNotFoundError, load_clip, resolve_source
 from freelabel.errors import FreelabelError
 
 
@@ -282,3 +284,34 @@ def test_non_finite_checkpoint_through_the_cli_is_one_error_line_and_no_mask(tmp
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and str(path) in errors[0] and "non-finite" in errors[0], result.output
     assert not out.exists() or not any(out.rglob("*.png")), "no mask may be written"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_checkpoint_at_another_resolution_and_context_length_is_resized_as_open_clip_does(tmp_path, dtype):
+    other = open_clip.create_model("test-tiny-vit", pretrained=None, load_weights=False, force_image_size=48,
+                                   force_context_length=12)
+    state = {k: v.to(dtype).contiguous() for k, v in other.state_dict().items()}
+    state["logit_scale"] = state["logit_scale"].reshape(1)  # a 1-d logit scale, as some checkpoints hold it
+    path = tmp_path / "weights.safetensors"
+    save_file(state, str(path))
+    clip = load_clip("test-tiny-vit", str(path))
+    loaded = clip.model.state_dict()
+    assert state["visual.positional_embedding"].shape[0] == 37 and loaded["visual.positional_embedding"].shape[0] == 17
+    assert state["positional_embedding"].shape[0] == 12 and loaded["positional_embedding"].shape[0] == 16
+    expected = {k: v.float() for k, v in state.items()}
+    resize_pos_embed(expected, clip.model)
+    resize_text_pos_embed(expected, clip.model)
+    for key, value in loaded.items():  # resized in float32, stored in the checkpoint's dtype
+        assert torch.equal(value, expected[key].to(dtype).to(value.dtype).reshape(value.shape)), key
+
+
+def test_a_checkpoint_of_a_custom_text_model_in_the_older_layout_is_converted(tmp_path):
+    config = {"model_cfg": {**open_clip.get_model_config("test-tiny-vit"), "custom_text": True}, "preprocess_cfg": {}}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(config))
+    state = _tiny_state()  # the CLIP layout: text tower at the top level, where a custom-text model has it in text.
+    save_file(state, str(tmp_path / "open_clip_model.safetensors"))
+    clip = load_clip(f"local-dir:{tmp_path}")
+    loaded = clip.model.state_dict()
+    assert "text.token_embedding.weight" in loaded and "token_embedding.weight" not in loaded
+    assert torch.equal(loaded["text.text_projection"], state["text_projection"])
+    assert torch.equal(loaded["visual.proj"], state["visual.proj"])

@@ -9,11 +9,11 @@ from click.testing import CliRunner
 
 from cli import main
 from conftest import TEST_MODELS
+from freelabel.cards import Preset, read_preset, write_preset
 from freelabel.clip.loading import TOY_MODEL, load_clip
 from freelabel.clip.text import encode_prompts, truncatable
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io import read_vocabulary, write_image
-from freelabel.pseudo.preset import Preset, read_preset, write_preset
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.labeler import Labeler
 from freelabel.segmentation import Segmentation

@@ -2,13 +2,13 @@ import json
 
 import pytest
 
+from freelabel.cards import (CARD_DIR as PRESET_DIR, Preset, default_preset, model_preset, read_preset,
+                             resolve_preset, write_preset)
 from freelabel.clip.loading import TOY_MODEL
 from freelabel.errors import ConfigError
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.pseudo.labeler import Labeler
-from freelabel.pseudo.preset import (PRESET_DIR, Preset, default_preset, model_preset, read_preset, resolve_preset,
-                                     write_preset)
 
 
 def test_a_preset_round_trips_through_json(tmp_path):

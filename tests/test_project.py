@@ -88,6 +88,14 @@ def test_every_library_package_is_in_the_wheel():
     assert found <= listed, sorted(found - listed)
 
 
+def test_every_data_file_of_the_library_is_in_the_wheel():
+    """Model cards, architecture configs and bundled weights ship only if a package-data glob names them."""
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["freelabel"]
+    data = [p.relative_to(ROOT / "freelabel") for p in (ROOT / "freelabel").rglob("*")
+            if p.is_file() and p.suffix in {".json", ".safetensors"} and "__pycache__" not in p.parts]
+    assert data and not [str(p) for p in data if not any(p.match(glob) for glob in globs)]
+
+
 def _module_imports() -> dict[str, set[str]]:
     """Every project module (``freelabel.*``; ``pipelines/`` as ``freelabel.pipelines.*``) and the project modules it
     imports anywhere in its file: at the top, inside functions (lazy imports) and under ``TYPE_CHECKING``."""

@@ -1,105 +1,78 @@
-"""Loading CLIP models through open_clip's own registry, and encoding images and label texts with them.
+"""Loading CLIP models through open_clip, and encoding images and label texts with them.
 
 Weights come from one of:
 - an open_clip model name and pretrained tag (``ViT-B-16`` + ``openai``), fetched into the cache unless offline;
 - a Hugging Face hub id (``hf-hub:org/repo``) holding ``open_clip_config.json`` and weights;
 - a local checkpoint file (``--pretrained path.safetensors``) or an open_clip folder (``local-dir:/path``);
-- the bundled toy model ``freelabel-toy`` (no download ever).
+- weights a model card bundles, such as the toy model ``freelabel-toy``'s (no download ever).
 
-safetensors files are preferred; pickled checkpoints are read only with ``torch.load(weights_only=True)``.
-Missing weights in offline mode raise ``WeightsNotFoundError``, whose message says what was looked for and
-which file to place where.
+open_clip parses the names, downloads the weights and converts checkpoints of other layouts; freelabel looks in
+the cache first, never downloads in offline mode (``WeightsNotFoundError`` then says what was looked for where and
+which file to place where), and reads checkpoints behind its guards (``freelabel.clip.checkpoint``: safetensors
+preferred, pickles only with ``torch.load(weights_only=True)``).
 
 A pretrained tag also fixes how the model is built and fed: open_clip's ``get_pretrained_cfg`` gives its
 ``quick_gelu`` flag and its image preprocessing (mean, std, interpolation, resize mode). The model is built with
-both, though freelabel finds the weights itself; hub and folder models take theirs from ``open_clip_config.json``.
+both; hub and folder models take theirs from ``open_clip_config.json``. The model's card
+(``freelabel.cards``) adds its prompt templates and any preprocessing no open_clip tag describes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.pretrained import download_pretrained_from_url, get_pretrained_cfg, list_pretrained_tags_by_model
+from open_clip.constants import HF_WEIGHTS_NAME
+from open_clip.convert import convert_state_dict
+from open_clip.factory import parse_model_name
+from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
+from open_clip.pretrained import (_get_safe_alternatives, download_pretrained, download_pretrained_from_hf,
+                                  get_pretrained_cfg, list_pretrained_tags_by_model)
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from PIL import Image
 
+from freelabel.cards import model_card
+from freelabel.clip.checkpoint import check_fits, read_state_dict
 from freelabel.clip.text import TextEmbeddingCache, encode_prompts, text_cache_dir, text_tower_digest
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import check_rgb
 
 MODEL_CONFIG_DIR = Path(__file__).parents[1] / "model_configs"
-BUNDLED_WEIGHTS_DIR = Path(__file__).parents[1] / "toy" / "weights"
 TOY_MODEL = "freelabel-toy"
-# Models whose weights ship inside the package: name -> (pretrained tag, file).
-BUNDLED: dict[str, tuple[str, Path]] = {TOY_MODEL: ("freelabel", BUNDLED_WEIGHTS_DIR / "freelabel-toy.safetensors")}
 RANDOM_INIT = "random"  # the pretrained value that asks for random initialisation (speed benchmarks, tests)
 RANDOM_INIT_SEED = 0  # torch seed of a random initialisation
-CHECKPOINT_FIX = "Re-download it, or check that --pretrained names the file you meant."
 CACHE_ENV = "FREELABEL_CACHE_DIR"
 # Folders of extra open_clip model configs (JSON, as open_clip's own), separated by os.pathsep; registered at import,
 # so that worker processes know a custom architecture too.
 MODEL_CONFIGS_ENV = "FREELABEL_MODEL_CONFIGS"
 OFFLINE_ENV = "FREELABEL_OFFLINE"
 HF_CONFIG_NAME = "open_clip_config.json"
-# Checkpoint names in an open_clip folder or hub repo, most preferred first.
+# Checkpoint names in an open_clip folder, most preferred first.
 CHECKPOINT_NAMES = ("open_clip_model.safetensors", "model.safetensors", "open_clip_pytorch_model.bin",
                     "pytorch_model.bin", "open_clip_pytorch_model.pth", "model.pth")
+POSITION_IDS = "text.transformer.embeddings.position_ids"  # saved by older Hugging Face text towers
+# the position embeddings open_clip resizes to a model's grid and context length (image; text, in either layout)
+POSITION_EMBEDDINGS = ("visual.positional_embedding", "positional_embedding", "text.positional_embedding")
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 for _folder in filter(None, os.environ.get(MODEL_CONFIGS_ENV, "").split(os.pathsep)):
     open_clip.add_model_config(_folder)
 
-# CLIP's prompt ensemble, shortened to the templates that carry most of its gain.
-DEFAULT_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}.", "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",
-    "a rendering of a {}.", "graffiti of a {}.", "a cropped photo of the {}.", "a tattoo of a {}.",
-    "a bright photo of a {}.", "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.",
-    "a drawing of a {}.", "a photo of my {}.", "a photo of the cool {}.", "a close-up photo of a {}.",
-    "a black and white photo of the {}.", "a painting of the {}.", "a pixelated photo of the {}.",
-    "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.", "a photo of the {}.", "a good photo of the {}.",
-    "a photo of one {}.", "a close-up photo of the {}.", "a photo of a large {}.", "a photo of a small {}.",
-    "itap of a {}.", "a photo of the large {}.", "a photo of the small {}.", "art of the {}.", "a {}.",
-)
 TEXT_BATCH = 512  # prompts per text-tower pass when many labels are encoded at once
 DISK_SHARD_LABELS = 4096  # labels per on-disk cache shard: a killed run keeps what it encoded, in few files
-# Models trained on other captions get their own templates.
-MODEL_TEMPLATES: dict[str, tuple[str, ...]] = {
-    TOY_MODEL: ("a photo of a {}.", "a picture of a {}.", "a {}.", "an image with a {}."),
-}
-# Image preprocessing of models that no open_clip tag describes, over open_clip's defaults (which are bicubic and
-# 'shortest'). The toy was trained on renders drawn at its input size, and has always been evaluated with
-# bilinear squashing; open_clip's model configs cannot hold this (every key there goes to the model's constructor).
-MODEL_PREPROCESS: dict[str, dict[str, str]] = {
-    TOY_MODEL: {"interpolation": "bilinear", "resize_mode": "squash"},
-}
 INTERPOLATIONS = ("bicubic", "bilinear")
 RESIZE_MODES = ("shortest", "squash", "longest")
 
 
 class WeightsNotFoundError(FreelabelError, FileNotFoundError):
     """The requested weights are neither on disk nor obtainable (offline, or the download failed)."""
-
-
-class UnsafeCheckpointError(FreelabelError):
-    """A pickled checkpoint holds objects beyond plain tensors, so it is refused."""
-
-
-class IncompatibleWeightsError(FreelabelError):
-    """A checkpoint does not fit the requested architecture (keys, shapes, or a non-floating tensor where the
-    model has floating weights)."""
-
-
-class CorruptCheckpointError(FreelabelError):
-    """A checkpoint file is not what its name claims, is truncated or unreadable, or holds NaN or inf weights."""
 
 
 class UnknownModelError(FreelabelError, KeyError):
@@ -153,7 +126,7 @@ class LoadedClip:
     """A CLIP model ready for inference, with what is needed to feed it.
 
     The preprocessing fields are those of the model's pretrained tag (or ``open_clip_config.json``), else
-    open_clip's defaults, with ``MODEL_PREPROCESS`` on top for freelabel's own models.
+    open_clip's defaults, with the model card's ``preprocess`` on top.
     """
 
     model: torch.nn.Module  # the open_clip model, in eval mode
@@ -185,9 +158,9 @@ class LoadedClip:
                    ) -> "LoadedClip":
         """Wrap an open_clip model (put in eval mode) made by ``open_clip.create_model(open_clip_name or name)``,
         with the preprocessing open_clip attached to it (see the class docstring)."""
+        card = model_card(name)
         cfg = PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(size=net.visual.image_size),
-                                                    {**open_clip.get_model_preprocess_cfg(net),
-                                                     **MODEL_PREPROCESS.get(name, {})}))
+                                                    {**open_clip.get_model_preprocess_cfg(net), **card.preprocess}))
         size = cfg.size
         return cls(
             model=net.eval(),
@@ -197,7 +170,7 @@ class LoadedClip:
             mean=tuple(float(v) for v in cfg.mean),
             std=tuple(float(v) for v in cfg.std),
             image_size=(size, size) if isinstance(size, int) else tuple(size),
-            templates=MODEL_TEMPLATES.get(name, DEFAULT_TEMPLATES),
+            templates=card.templates,
             # open_clip evaluates its training-only 'random' interpolation as bicubic
             interpolation="bilinear" if cfg.interpolation == "bilinear" else "bicubic",
             resize_mode=cfg.resize_mode,
@@ -331,65 +304,61 @@ def _not_found(what: str, fix: str, reason: str | None = None) -> WeightsNotFoun
     return WeightsNotFoundError(f"Could not find the CLIP weights for {what}{because}. {fix}")
 
 
-def _hub_file(repo_id: str, filenames: Sequence[str], cache_dir: str | None, offline: bool) -> Path:
-    """The first of ``filenames`` in hub repo ``repo_id``: from the cache, or downloaded unless offline."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+def _obtain(what: str, cached: Path | None, looked_for: str, fix: str, offline: bool,
+            download: Callable[[], str]) -> Path:
+    """The cached file if there is one, else what open_clip's ``download`` fetches unless ``offline``;
+    ``WeightsNotFoundError`` saying what was looked for where (``looked_for``) and ``fix``."""
+    if cached is not None:
+        return cached
+    if offline:
+        raise _not_found(what, fix, f"offline mode; looked for {looked_for}")
+    try:
+        return Path(download())
+    except Exception as error:  # the hub client and urllib raise many types; all mean "not obtained"
+        raise _not_found(what, fix, f"download failed: {type(error).__name__}") from None
 
-    for filename in filenames:
-        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
-        if isinstance(cached, str) and os.path.isfile(cached):
-            return Path(cached)
+
+def _hub_file(repo_id: str, filename: str, cache_dir: str | None, offline: bool) -> Path:
+    """``filename`` of hub repo ``repo_id`` as open_clip's ``download_pretrained_from_hf`` gets it (its safetensors
+    twin preferred): from the cache, or downloaded unless offline."""
+    from huggingface_hub import try_to_load_from_cache
+
+    filenames = [*_get_safe_alternatives(filename), filename]  # the files open_clip tries, in its order
+    cached = (try_to_load_from_cache(repo_id, name, cache_dir=cache_dir) for name in filenames)
+    found = next((Path(path) for path in cached if isinstance(path, str) and os.path.isfile(path)), None)
     where = f"the Hugging Face cache ({cache_dir or 'HF_HOME, default ~/.cache/huggingface'})"
     fix = (f"Download '{filenames[0]}' from the hub repo '{repo_id}' on a machine with internet access (for example "
            f"`hf download {repo_id} {filenames[0]}`) and copy that cache folder here, point "
            f"--cache-dir / {CACHE_ENV} at it, or pass the file itself with --pretrained PATH.")
-    if offline:
-        raise _not_found(f"hub repo '{repo_id}'", fix, f"offline mode; looked for {', '.join(filenames)} in {where}")
-    errors = []
-    for filename in filenames:
-        try:
-            return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir))
-        except Exception as error:  # the hub client raises many types; all mean "not obtained"
-            errors.append(f"{filename}: {type(error).__name__}")
-    raise _not_found(f"hub repo '{repo_id}'", fix, "download failed: " + "; ".join(errors))
+    return _obtain(f"hub repo '{repo_id}'", found, f"{', '.join(filenames)} in {where}", fix, offline,
+                   lambda: download_pretrained_from_hf(repo_id, filename, cache_dir=cache_dir))
 
 
 def _hub_folder(repo_id: str, cache_dir: str | None, offline: bool) -> tuple[str, Path]:
-    config = _hub_file(repo_id, [HF_CONFIG_NAME], cache_dir, offline)
-    checkpoint = _hub_file(repo_id, CHECKPOINT_NAMES[:3], cache_dir, offline)
+    """A hub model's ``open_clip_config.json`` and weights, as open_clip's ``create_model('hf-hub:...')`` gets
+    them; returns the config's folder as an open_clip ``local-dir:`` name, and the checkpoint."""
+    config = _hub_file(repo_id, HF_CONFIG_NAME, cache_dir, offline)
+    checkpoint = _hub_file(repo_id, HF_WEIGHTS_NAME, cache_dir, offline)
     return f"local-dir:{config.parent}", checkpoint
 
 
 def _tag_checkpoint(name: str, tag: str, cache_dir: str | None, offline: bool) -> Path:
-    """The checkpoint for an open_clip pretrained tag, from the cache or downloaded unless offline."""
+    """The checkpoint of an open_clip pretrained tag, where open_clip's ``download_pretrained`` puts it: from the
+    cache, or downloaded unless offline."""
     cfg = get_pretrained_cfg(name, tag)
     if cfg.get("hf_hub"):
-        repo_id, filename = _split_hub(cfg["hf_hub"])
-        names = [filename] if filename else []
-        names += [n for n in CHECKPOINT_NAMES[:3] if n not in names]
-        return _hub_file(repo_id, names, cache_dir, offline)
+        repo_id, filename = os.path.split(cfg["hf_hub"])  # 'org/repo/' or 'org/repo/file', split as open_clip does
+        return _hub_file(repo_id, filename or HF_WEIGHTS_NAME, cache_dir, offline)
     url = cfg.get("url", "")
     if not url:
         raise _not_found(f"'{name}' tag '{tag}'", "open_clip lists no download location for this tag; pass the "
                          "checkpoint with --pretrained PATH.")
-    folder = cache_dir or os.path.expanduser("~/.cache/clip")
+    folder = cache_dir or os.path.expanduser("~/.cache/clip")  # open_clip's own default
     target = Path(folder) / os.path.basename(url)
-    if target.is_file():
-        return target
     fix = (f"Download {url} on a machine with internet access and place it at {target} (or point --cache-dir / "
            f"{CACHE_ENV} at its folder), or pass the file itself with --pretrained PATH.")
-    if offline:
-        raise _not_found(f"'{name}' tag '{tag}'", fix, f"offline mode; looked for {target}")
-    try:
-        return Path(download_pretrained_from_url(url, cache_dir=folder))
-    except Exception as error:
-        raise _not_found(f"'{name}' tag '{tag}'", fix, f"download failed: {type(error).__name__}") from None
-
-
-def _split_hub(hf_hub: str) -> tuple[str, str]:
-    """open_clip writes hub locations as ``org/repo/`` or ``org/repo/filename``."""
-    parts = hf_hub.strip("/").split("/")
-    return "/".join(parts[:2]), "/".join(parts[2:])
+    return _obtain(f"'{name}' tag '{tag}'", target if target.is_file() else None, str(target), fix, offline,
+                   lambda: download_pretrained(cfg, cache_dir=folder))
 
 
 def resolve_source(model: str, pretrained: str | None = None, cache_dir: str | os.PathLike | None = None,
@@ -397,18 +366,21 @@ def resolve_source(model: str, pretrained: str | None = None, cache_dir: str | o
     """Resolve a model name and pretrained value to an open_clip name and a local checkpoint path.
 
     model: an open_clip registry name (``ViT-B-16``), ``hf-hub:org/repo``, ``local-dir:/path`` or a folder path.
-    pretrained: None for the model's default weights (bundled, or open_clip's first tag); a tag; a checkpoint
-    file or folder; or ``"random"`` for random initialisation. Raises ``WeightsNotFoundError`` or
+    pretrained: None for the model's default weights (its card's bundled ones, else open_clip's first tag); a tag;
+    a checkpoint file or folder; or ``"random"`` for random initialisation. Raises ``WeightsNotFoundError`` or
     ``UnknownModelError`` with a message that says how to fix it.
     """
     cache = default_cache_dir(cache_dir)
     offline = is_offline(offline)
-    if model.startswith("hf-hub:"):
-        repo_id = model[len("hf-hub:"):]
-        name, checkpoint = _hub_folder(repo_id, cache, offline)
+    try:
+        schema, identifier = parse_model_name(model)
+    except ValueError as error:  # 'hf-hub:' or 'local-dir:' with nothing after it
+        raise UnknownModelError(f"{error} Use 'hf-hub:org/repo' or 'local-dir:/path'.") from None
+    if schema == "hf-hub":
+        name, checkpoint = _hub_folder(identifier, cache, offline)
         return ClipSource(name, checkpoint, model)
-    if model.startswith("local-dir:") or os.path.isdir(model):
-        folder = Path(model[len("local-dir:"):] if model.startswith("local-dir:") else model)
+    if schema == "local-dir" or os.path.isdir(model):
+        folder = Path(identifier)
         if not (folder / HF_CONFIG_NAME).is_file():
             raise _not_found(f"folder '{folder}'", f"An open_clip model folder holds {HF_CONFIG_NAME} and one of "
                              f"{', '.join(CHECKPOINT_NAMES)}.", f"no {HF_CONFIG_NAME} there")
@@ -423,8 +395,9 @@ def resolve_source(model: str, pretrained: str | None = None, cache_dir: str | o
                                 f"'hf-hub:org/repo', 'local-dir:/path', or '{TOY_MODEL}'.")
     if pretrained == RANDOM_INIT:
         return ClipSource(model, None, f"{model} (random init)")
-    if model in BUNDLED and pretrained in (None, BUNDLED[model][0]):
-        tag, path = BUNDLED[model]
+    bundled = model_card(model).bundled
+    if bundled is not None and pretrained in (None, bundled[0]):
+        tag, path = bundled
         if not path.is_file():
             raise _not_found(f"'{model}' tag '{tag}'", f"The package ships it at {path}; reinstall freelabel "
                              "or retrain it with `freelabel toy train-clip`.", "file missing")
@@ -453,213 +426,43 @@ def resolve_source(model: str, pretrained: str | None = None, cache_dir: str | o
                             f"{', '.join(tags) or 'none'}; or pass a checkpoint file or folder.")
 
 
-_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library refuses larger headers
-
-
-def _first_line(error: BaseException, limit: int = 160) -> str:
-    """The first line of an error's message, shortened, for the parenthesis that ends a one-paragraph message."""
-    text = (str(error).strip().splitlines() or [""])[0].strip() or type(error).__name__
-    if len(text) > limit and ". " in text:
-        text = text[:text.index(". ") + 1]  # torch's messages go on with advice of their own
-    text = text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
-    return text.rstrip(".") if not text.endswith("...") else text  # the message adds its own full stop
-
-
-def _file_kind(path: Path) -> str:
-    """What a checkpoint file holds, from its first bytes: 'empty', 'zip' (``torch.save``), 'pickle' (legacy
-    ``torch.save`` or plain pickle), 'safetensors', or 'unknown'. Raises ``CorruptCheckpointError`` when the file
-    cannot be read at all."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError as error:
-        raise CorruptCheckpointError(
-            f"The checkpoint {path} cannot be read ({_first_line(error)}). Check the file's permissions, or "
-            f"check that --pretrained names the file you meant.") from None
-    if not head:
-        return "empty"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:  # pickle PROTO opcode, protocols 2-5
-        return "pickle"
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= _SAFETENSORS_MAX_HEADER:
-        return "safetensors"
-    return "unknown"
-
-
-def _safetensors_problem(path: Path) -> str:
-    """Why a file that starts like safetensors could not be read, as a predicate ('is truncated (...)' when it is
-    shorter than its header says)."""
-    import json
-
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            if 8 + header_len > size:
-                return (f"is truncated (it has {size} bytes, fewer than its {header_len}-byte header alone needs; "
-                        f"the download or copy did not finish)")
-            header = json.loads(f.read(header_len))
-            ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return "is damaged"
-    expected = 8 + header_len + max(ends, default=0)
-    if size < expected:
-        return (f"is truncated (it has {size} bytes where its header describes {expected}; the download or copy did "
-                f"not finish)")
-    return "is damaged"
-
-
-def _read_safetensors(path: Path, kind: str) -> dict[str, torch.Tensor]:
-    """A ``.safetensors`` file's tensors, given its ``_file_kind``; ``CorruptCheckpointError`` when it is something
-    else, truncated or damaged."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if kind in ("zip", "pickle"):
-        raise CorruptCheckpointError(
-            f"The checkpoint {path} is not a safetensors file: it is a PyTorch pickle (as torch.save writes) with a "
-            f".safetensors name. Rename it to .pt, so that freelabel reads it with torch.load(weights_only=True), "
-            f"or convert it with safetensors.torch.save_file on a machine you trust.")
-    if kind == "unknown":
-        raise CorruptCheckpointError(
-            f"The checkpoint {path} is not a safetensors file (its first bytes are neither a safetensors header nor "
-            f"a PyTorch pickle), or its start is damaged. {CHECKPOINT_FIX}")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CorruptCheckpointError(f"The checkpoint {path} {_safetensors_problem(path)}, so it cannot be read as "
-                                     f"safetensors ({_first_line(error)}). {CHECKPOINT_FIX}") from None
-
-
-def _read_pickle(path: Path, kind: str) -> object:
-    """A pickled checkpoint, given its ``_file_kind``, read with ``torch.load(weights_only=True)`` only;
-    ``UnsafeCheckpointError`` for a pickle that needs more than tensors, ``CorruptCheckpointError`` for one that is
-    truncated or no checkpoint."""
-    if kind == "safetensors":
-        raise CorruptCheckpointError(
-            f"The checkpoint {path} is a safetensors file with a {path.suffix or 'missing'} suffix, not a PyTorch "
-            f"pickle. Rename it to .safetensors so that freelabel reads it as one.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if kind == "unknown":
-            raise CorruptCheckpointError(
-                f"The checkpoint {path} is neither a PyTorch checkpoint nor a safetensors file (its first bytes are "
-                f"neither), or its start is damaged. {CHECKPOINT_FIX}") from None
-        raise UnsafeCheckpointError(
-            f"Refusing to load {path}: it is a pickle that holds more than tensors, and freelabel only reads "
-            f"pickled checkpoints with torch.load(weights_only=True). Convert it to safetensors on a machine "
-            f"you trust. ({_first_line(error)})") from None
-    except MemoryError:
-        raise
-    except Exception as error:  # noqa: BLE001 - zip, EOF and storage errors from a cut or damaged file
-        raise CorruptCheckpointError(f"The checkpoint {path} is truncated or damaged: PyTorch cannot read it "
-                                     f"({_first_line(error)}). {CHECKPOINT_FIX}") from None
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint's tensors: safetensors directly, pickles only with ``torch.load(weights_only=True)``.
-
-    Accepts plain state dicts and ``{"state_dict": ...}`` wrappers (``module.`` prefixes are removed).
-    Raises ``UnsafeCheckpointError`` for pickles that need arbitrary code to load, ``CorruptCheckpointError``
-    for a file that is not what its suffix says, is empty, truncated or otherwise unreadable, and
-    ``IncompatibleWeightsError`` for one that holds no state dict of tensors.
-    """
-    path = Path(path)
-    kind = _file_kind(path)  # from the first bytes: what the file is, whatever its suffix says
-    if kind == "empty":
-        raise CorruptCheckpointError(f"The checkpoint {path} is empty (0 bytes): the download or copy did not "
-                                     f"finish. {CHECKPOINT_FIX}")
-    state = _read_safetensors(path, kind) if path.suffix == ".safetensors" else _read_pickle(path, kind)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise IncompatibleWeightsError(f"{path} does not hold a state dict of tensors. Pass a file that holds the "
-                                       f"model's state_dict (or {{'state_dict': ...}}), or check --pretrained.")
-    return {key.removeprefix("module."): value for key, value in state.items()}
-
-
-def _dtype_kind(tensor: torch.Tensor) -> str:
-    """The family of a tensor's dtype: weights may change precision within a family when loaded, not family."""
-    if tensor.is_floating_point():
-        return "floating"
-    if tensor.is_complex():
-        return "complex"
-    return "boolean" if tensor.dtype == torch.bool else "integer"
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _check_dtypes(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path,
-                  description: str) -> None:
-    """``IncompatibleWeightsError`` when a tensor's dtype family differs from the model's (float16 or bfloat16
-    weights for a float32 model are fine; int64 or bool ones are not)."""
-    wrong = [k for k in expected if _dtype_kind(state[k]) != _dtype_kind(expected[k])]
-    if wrong:
-        k = wrong[0]
-        raise IncompatibleWeightsError(
-            f"The checkpoint {path} does not fit {description}: {len(wrong)} tensor(s) of the wrong dtype (e.g. {k} "
-            f"is {_dtype_name(state[k].dtype)} where the model expects a {_dtype_kind(expected[k])} tensor, "
-            f"{_dtype_name(expected[k].dtype)}). Float32, float16 and bfloat16 weights all load; re-export or "
-            f"convert the checkpoint with the model's own dtypes, or check that --pretrained names the weights you "
-            f"meant.")
-
-
-def _all_finite(tensor: torch.Tensor) -> bool:
-    """Whether a floating tensor holds neither NaN nor inf, without a copy in the common case.
-
-    A sum is finite only if every term is (NaN and inf propagate through any order of additions; +inf and -inf
-    give NaN), so a finite sum settles it exactly and reads the tensor once. ``torch.isfinite`` instead builds an
-    ``abs`` copy and three boolean temporaries, about ten times slower on CPU; it runs only when the sum is not
-    finite, which also covers a sum that overflows (float16 weights summing past 65504) without a false alarm.
-    """
-    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
-
-
-def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
-    """``CorruptCheckpointError`` when a floating tensor holds NaN or inf. Costs one pass over each floating
-    tensor (``_all_finite``); values are counted only for the tensors that fail."""
-    bad = [k for k, t in state.items() if t.is_floating_point() and not _all_finite(t)]
-    if bad:
-        counts = {k: (int(torch.isnan(state[k]).sum()), int((~torch.isfinite(state[k])).sum())) for k in bad}
-        total = sum(n for _, n in counts.values())
-        k = max(bad, key=lambda key: counts[key][1])  # the worst tensor as the example
-        nan, n = counts[k]
-        example = " and ".join(f"{count} {what}" for count, what in ((nan, "NaN"), (n - nan, "inf")) if count)
-        raise CorruptCheckpointError(
-            f"The checkpoint {path} holds {total} non-finite values in {len(bad)} tensor(s) (e.g. {example} in "
-            f"{k}), so every mask made with it would be wrong. Re-download it; if you trained it, "
-            f"take a checkpoint from before training diverged; and check that --pretrained names the file you "
-            f"meant.")
-
-
 def load_weights(model: torch.nn.Module, path: str | os.PathLike, description: str) -> None:
-    """Load a checkpoint into ``model`` strictly; a mismatch of keys, shapes or dtype family raises
-    ``IncompatibleWeightsError``, NaN or inf weights (or an unreadable file) ``CorruptCheckpointError``."""
-    path = Path(path)
-    state = read_state_dict(path)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
-    if missing or unexpected or wrong_shape:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong_shape:
-            k = min(wrong_shape)
-            details.append(f"{len(wrong_shape)} of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
-                           f"{tuple(expected[k].shape)} in the model)")
-        raise IncompatibleWeightsError(f"The checkpoint {path} does not fit {description}: " + "; ".join(details)
-                                       + ". Check that --model names the architecture the weights were trained for.")
-    _check_dtypes(state, expected, path, description)
-    _check_finite(state, path)
+    """Load a checkpoint into ``model`` strictly, as open_clip's ``load_checkpoint`` does (other layouts converted,
+    position embeddings resized to the model's), behind freelabel's guards (``freelabel.clip.checkpoint``): an
+    unreadable, unsafe or damaged file raises ``CorruptCheckpointError`` or ``UnsafeCheckpointError``, a mismatch of
+    keys, shapes or dtype family ``IncompatibleWeightsError``, NaN or inf weights ``CorruptCheckpointError``.
+    description: the model asked for, for messages."""
+    state = _open_clip_layout(model, read_state_dict(path))
+    check_fits(state, model.state_dict(), path, description)
     model.load_state_dict(state)
+
+
+def _open_clip_layout(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` made to fit ``model`` by the steps of open_clip's ``load_checkpoint`` between reading a file and
+    loading it (that function reads the file itself, without freelabel's guards): third-party layouts converted,
+    the text tower moved under ``text.`` for a custom-text model, a 0-d or 1-d logit scale or bias reshaped to the
+    model's, stale ``position_ids`` dropped, and the image and text position embeddings resized to the model's grid
+    and context length. The input dict is not changed."""
+    state = convert_state_dict(model, dict(state))
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    for key in ("logit_scale", "logit_bias"):
+        target = getattr(model, key, None)
+        if key in state and target is not None and target.ndim != state[key].ndim:
+            state[key] = state[key].reshape(target.shape)
+    state.pop(POSITION_IDS, None)  # text towers of transformers >= 4.31 have no such buffer
+    # (open_clip also adds a zero logit_bias to a CLIP checkpoint loaded into a SigLIP model, to start training one;
+    # for inference that checkpoint does not fit, and check_fits says so)
+    stored = {key: state[key] for key in POSITION_EMBEDDINGS if key in state}
+    resized = {key: value.float() for key, value in stored.items()}  # CPU has no float16 bicubic resize
+    try:
+        resize_pos_embed(resized, model)
+        resize_text_pos_embed(resized, model)
+    except (AssertionError, RuntimeError, ValueError):
+        return state  # another architecture's embeddings (another width, no square grid): check_fits names them
+    state.update({key: value.to(stored[key].dtype) for key, value in resized.items()
+                  if value.shape != stored[key].shape})
+    return state
 
 
 def _tag_build_options(name: str, tag: str | None) -> dict:

@@ -19,7 +19,7 @@ METHODS = ("surgery", "relevance")
 class LabelerConfig:
     """How label maps are computed, fused and turned into a mask. Saved beside every output.
 
-    The field defaults are the library's default preset (``freelabel.pseudo.preset``); a model may ship its own.
+    The field defaults are the library's default preset (``freelabel.cards``); a model may ship its own.
     """
 
     method: str = "surgery"  # "surgery" (value-value maps, forward only) or "relevance" (gradients, per label)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from freelabel.cards import Preset, model_preset
 from freelabel.clip.dense import DenseClipEncoder, check_supported
 from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
 from freelabel.errors import FreelabelError
@@ -18,7 +19,6 @@ from freelabel.pseudo.crf import refine
 from freelabel.pseudo.fusion import fuse
 from freelabel.pseudo.maps import relevance_maps, scale_per_label, surgery_similarity
 from freelabel.pseudo.mask import background_probabilities, confident_mask
-from freelabel.pseudo.preset import Preset, model_preset
 from freelabel.pseudo.views import View, plan_views, view_crops, view_to_image
 from freelabel.segmentation import Segmentation
 
@@ -43,7 +43,7 @@ class Labeler:
     def __init__(self, model: str | LoadedClip = "ViT-B-16", pretrained: str | None = None, device: str = "cpu",
                  config: LabelerConfig | None = None, clip_config: ClipConfig | None = None):
         """model: a model name (see ``load_clip``) or a loaded CLIP. config: the settings; None = the model's
-        preset (``freelabel.pseudo.preset.model_preset``), kept in ``self.preset``."""
+        preset (``freelabel.cards.model_preset``), kept in ``self.preset``."""
         if isinstance(model, LoadedClip):
             self.clip = model
         else:

@@ -26,7 +26,7 @@ from freelabel.io import ImageReadError, prefetch_images, provenance, read_vocab
 from freelabel.io.images import MAX_PIXELS
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.labeler import Labeler
-from freelabel.pseudo.preset import Preset, resolve_preset
+from freelabel.cards import Preset, resolve_preset
 from freelabel.pseudo.select import LabelSelector
 from freelabel.run.folder import JobFolder, failure, image_names
 from freelabel.run.masks import Inputs, label_inputs

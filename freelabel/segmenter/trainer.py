@@ -25,6 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from freelabel.cards import model_card
 from freelabel.clip.loading import ClipConfig, load_clip
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.files import append_jsonl, provenance, read_json, read_jsonl
@@ -41,7 +42,6 @@ from freelabel.segmenter.factory import architecture_config, create_segmenter
 from freelabel.segmenter.modeling import SegmenterOutput, SelectedLabelSegmenter
 from freelabel.segmenter.predictor import Segmenter
 
-PRESET_DIR = Path(__file__).parent / "presets"
 METRICS, ERRORS = "metrics.jsonl", "errors.jsonl"
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -115,22 +115,10 @@ class TrainConfig:
         return architecture_config(self.architecture, **overrides)
 
 
-def train_preset(model: str) -> dict[str, Any]:
-    """The training settings a model ships: ``freelabel/segmenter/presets/<model>.json`` holds ``{"train": {TrainConfig
-    fields}, "source": {how they were chosen}}``; returns the ``train`` part, or {} (the library defaults)."""
-    path = PRESET_DIR / f"{model}.json"
-    if not path.is_file():
-        return {}
-    content = read_json(path)
-    if not isinstance(content, dict) or not isinstance(content.get("train"), dict):
-        raise ConfigError(f"{path} is not a training preset (expected {{\"train\": {{...}}, \"source\": {{...}}}})")
-    return dict(content["train"])
-
-
 def train_config(clip: ClipConfig, **overrides: Any) -> TrainConfig:
-    """TrainConfig for ``clip``: the library defaults, then the model's preset, then ``overrides`` (unknown
-    fields raise ``ConfigError``)."""
-    values = {**train_preset(clip.model), **overrides}
+    """TrainConfig for ``clip``: the library defaults, then the training preset of the model's card
+    (``freelabel.cards``), then ``overrides`` (unknown fields raise ``ConfigError``)."""
+    values = {**model_card(clip.model).train, **overrides}
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
