@@ -8,8 +8,9 @@ from freelabel.clip.loading import ClipConfig, load_clip
 from freelabel.errors import ConfigError
 from freelabel.segmenter.config import SegmenterConfig
 from freelabel.segmenter.factory import architecture_config, create_segmenter, list_architectures
+from freelabel.segmenter.losses import asymmetric_loss, present_labels, ranked_targets, segmenter_loss
 from freelabel.segmenter.modeling import UNSELECTED_LOGIT, RankNorm, SegmenterOutput, gather_labels, select_top_k
-from freelabel.segmenter.trainer import TrainConfig, asymmetric_loss, present_labels, ranked_targets, segmenter_loss
+from freelabel.segmenter.trainer import TrainConfig
 
 
 def test_architectures_are_shipped():

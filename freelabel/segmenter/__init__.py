@@ -1,3 +1,4 @@
 """The selected-label segmenter trained on pseudo-masks: ``config`` and ``configs/`` (architectures), ``modeling``
-(the modules), ``factory`` (building one on a CLIP), ``data`` (a generate folder, augmented), ``trainer``,
-``checkpoint`` (run folders) and ``predictor`` (the ``Segmenter`` façade)."""
+(the modules), ``factory`` (building one on a CLIP), ``data`` (a generate folder, augmented), ``trainer`` (its
+steps), ``hooks`` (what runs around them), ``losses``, ``validation``, ``checkpoint`` (run folders) and
+``predictor`` (the ``Segmenter`` façade)."""

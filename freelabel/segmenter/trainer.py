@@ -5,42 +5,45 @@ every epoch end and every ``checkpoint_minutes``, so a killed run resumes from i
 uninterrupted run reaches (on CPU, where kernels are deterministic). Launched by ``torchrun`` (``WORLD_SIZE`` > 1)
 the same command trains with DistributedDataParallel: each process takes its share of every global batch, and
 process 0 alone validates and writes.
+
+``SegmenterTrainer`` takes the steps (``freelabel.training``'s loop); the progress bar, error journal, time budget,
+metrics and validation, checkpoints and the processes' agreement are its hooks (``hooks.py``), the losses are in
+``losses.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
+import functools
 import json
 import math
-import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from freelabel.cards import model_card
-from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
 from freelabel.errors import ConfigError, FreelabelError
-from freelabel.io.files import append_jsonl, provenance, read_json, read_jsonl
-from freelabel.io.images import MAX_PIXELS, read_image
-from freelabel.io.labels import class_lookup, read_classes
-from freelabel.io.masks import IGNORE_INDEX, read_mask
-from freelabel.metrics import ConfusionMatrix
+from freelabel.io.files import provenance, read_json, read_jsonl
+from freelabel.io.images import MAX_PIXELS
+from freelabel.io.masks import IGNORE_INDEX
 from freelabel.optim import param_groups, warmup_cosine
-from freelabel.segmenter.checkpoint import RUN, load_state, save_model, save_state, write_run
+from freelabel.segmenter.checkpoint import RUN, load_state, write_run
 from freelabel.segmenter.config import SegmenterConfig
-from freelabel.segmenter.data import (AugmentedPseudoMasks, PseudoMaskSet, read_pseudo_masks, split,
-                                      vocabulary_lookup)
+from freelabel.segmenter.data import AugmentedPseudoMasks, read_pseudo_masks, split, vocabulary_lookup
 from freelabel.segmenter.factory import architecture_config, create_segmenter
-from freelabel.segmenter.modeling import SegmenterOutput, SelectedLabelSegmenter
+from freelabel.segmenter.hooks import (Checkpointer, DistributedAgreement, EpochMetrics, ErrorJournal, ProcessContext,
+                                       ProgressBar, SegmentHook, process_context)
+from freelabel.segmenter.losses import present_labels, segmenter_loss
+from freelabel.segmenter.modeling import SelectedLabelSegmenter
 from freelabel.segmenter.predictor import Segmenter
+from freelabel.segmenter.validation import validation_sets
+from freelabel.training import TimeBudget, TrainerBase
 
 METRICS, ERRORS = "metrics.jsonl", "errors.jsonl"
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -126,103 +129,6 @@ def train_config(clip: ClipConfig, **overrides: Any) -> TrainConfig:
     return TrainConfig(clip=clip, **values)
 
 
-def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, gamma_neg: float = 2.0,
-                    gamma_pos: float = 0.0, clip: float = 0.05) -> torch.Tensor:
-    """Asymmetric loss (Ridnik et al., 2021; RankSeg's multi-label loss): negatives' probabilities are shifted
-    down by ``clip`` and focused by ``gamma_neg``, so the many absent labels do not drown the few present ones.
-
-    logits, targets, weights: (B, N) float, targets in {0, 1}, weights 0 for entries that do not count. Returns
-    the weighted mean over entries (0 when none counts).
-    """
-    probability = torch.sigmoid(logits.float())
-    shifted = (probability - clip).clamp(min=0)
-    positive = targets * torch.log(probability.clamp(min=1e-8)) * (1 - probability).pow(gamma_pos)
-    negative = (1 - targets) * torch.log((1 - shifted).clamp(min=1e-8)) * shifted.pow(gamma_neg)
-    return -((positive + negative) * weights).sum() / weights.sum().clamp(min=1)
-
-
-def ranked_targets(mask: torch.Tensor, selected: torch.Tensor, selected_valid: torch.Tensor, num_labels: int
-                   ) -> torch.Tensor:
-    """Pixel targets in rank space: mask (B, H, W) int64 in 0..num_labels (0 background) or 255; selected,
-    selected_valid (B, k). Returns (B, H, W) int64: 0 background, 1 + j for the label ranked j, 255 for ignored
-    pixels and pixels whose label is not selected (RankSeg leaves those out of the pixel loss)."""
-    b, k = selected.shape
-    table = torch.full((b, num_labels + 2), IGNORE_INDEX, dtype=torch.long, device=mask.device)
-    table[:, 0] = 0
-    ranks = torch.arange(1, k + 1, device=mask.device).expand(b, -1)
-    table.scatter_(1, 1 + selected, torch.where(selected_valid, ranks, IGNORE_INDEX))
-    index = torch.where(mask == IGNORE_INDEX, num_labels + 1, mask).flatten(1)
-    return table.gather(1, index).view_as(mask)
-
-
-def present_labels(mask: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """(B, num_labels) float: 1 where a label (1..num_labels in the (B, H, W) mask) covers any pixel."""
-    index = torch.where(mask == IGNORE_INDEX, 0, mask).flatten(1)
-    present = torch.zeros(mask.shape[0], num_labels + 1, device=mask.device).scatter_(1, index, 1.0)
-    return present[:, 1:]
-
-
-def segmenter_loss(out: SegmenterOutput, mask: torch.Tensor, given: torch.Tensor, usable: torch.Tensor,
-                   num_labels: int, multilabel_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Pixel cross-entropy over background and the selected labels (upsampled logits, 255 ignored) plus the
-    weighted asymmetric multi-label loss on images that ranked the whole vocabulary. mask: (B, H, W) int64;
-    given, usable: (B,) bool. Returns the loss and its parts as floats."""
-    targets = ranked_targets(mask, out.selected, out.selected_valid, num_labels)
-    targets[~usable] = IGNORE_INDEX
-    logits = F.interpolate(out.pixel_logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
-    if (targets != IGNORE_INDEX).any():
-        pixel = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
-    else:  # keeps every parameter in the graph (DistributedDataParallel needs that)
-        pixel = logits.sum() * 0
-    weights = ((~given) & usable).float()[:, None].expand_as(out.label_logits)
-    multilabel = asymmetric_loss(out.label_logits, present_labels(mask, num_labels), weights)
-    return pixel + multilabel_weight * multilabel, {"pixel": pixel.item(), "multilabel": multilabel.item()}
-
-
-@dataclass
-class _Context:
-    """What one process of a run needs."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def decide(self, *flags: bool) -> list[bool]:
-        """Process 0's values of ``flags``, in every process."""
-        if self.world == 1:
-            return list(flags)
-        values = torch.tensor([float(f) for f in flags], device=self.device)
-        dist.broadcast(values, 0)
-        return [bool(v) for v in values.tolist()]
-
-    def gather(self, items: list) -> list:
-        """Every process's ``items``, concatenated (process 0's first)."""
-        if self.world == 1:
-            return items
-        everyone: list[list] = [[] for _ in range(self.world)]
-        dist.all_gather_object(everyone, items)
-        return [item for part in everyone for item in part]
-
-
-def _context(config: TrainConfig) -> _Context:
-    """Join the process group when launched by torchrun; pick this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return _Context(device=torch.device(config.clip.device))
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = config.clip.device.startswith("cuda")
-    if not dist.is_initialized():  # generous timeout: the others wait while process 0 validates and saves
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=2))
-    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    return _Context(rank, world, device)
-
-
 Problem = dict[str, str] | None  # {"path": ..., "message": ...} for an item that could not be read
 
 
@@ -257,56 +163,6 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     process sees batches of one size)."""
     order = np.random.default_rng((seed, epoch)).permutation(n).tolist()
     return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-
-
-class _ValidationSet:
-    """Validation images and their masks in the vocabulary's index (255 ignored)."""
-
-    def __init__(self, images: list[Path], masks: list[Path], lookup: np.ndarray, max_pixels: int | None):
-        self.images, self.masks, self.lookup, self.max_pixels = images, masks, lookup, max_pixels
-
-    def score(self, segmenter: Segmenter, vocabulary: list[str]) -> dict[str, float]:
-        """mIoU of the segmenter's own selection and of the masks' own labels given (ignored = wrong)."""
-        own, given = ConfusionMatrix(len(vocabulary) + 1), ConfusionMatrix(len(vocabulary) + 1)
-        names = ["background", *vocabulary]
-        for image_path, mask_path in zip(self.images, self.masks):
-            try:
-                image, truth = read_image(image_path, self.max_pixels), self.lookup[read_mask(mask_path)]
-            except FreelabelError:
-                continue  # reported by the training loader when it meets the file
-            if truth.shape != image.shape[:2]:
-                continue
-            present = [vocabulary[i - 1] for i in np.unique(truth) if 0 < i < IGNORE_INDEX]
-            try:
-                segmenter.set_image(image)
-                results = [segmenter.segment(labels) if labels != [] else None for labels in (None, present)]
-            except (FreelabelError, RuntimeError, MemoryError):
-                continue  # one image's problem (e.g. out of memory) does not end the training run
-            for matrix, result in zip((own, given), results):
-                if result is None:  # no label to give: all background
-                    matrix.update(np.zeros_like(truth), truth)
-                    continue
-                to_vocabulary = class_lookup(["background", *result.labels], names, unknown=len(names))
-                matrix.update(to_vocabulary[result.mask], truth)
-        return {"miou": round(own.miou(), 4), "miou_given_labels": round(given.miou(), 4)}
-
-
-def _validation_sets(config: TrainConfig, data: PseudoMaskSet, val_indices: list[int], lookup: np.ndarray,
-                     vocabulary: list[str]) -> dict[str, _ValidationSet]:
-    sets = {}
-    if val_indices:
-        sets["val"] = _ValidationSet([data.image_path(i) for i in val_indices], [data.masks[i] for i in val_indices],
-                                     lookup, config.max_pixels)
-    if config.val_masks:
-        folder = Path(config.val_masks)
-        classes = read_classes(folder / "classes.txt") if (folder / "classes.txt").is_file() else data.classes
-        pairs = [(data.image_path(i), folder / Path(name).with_suffix(".png")) for i, name in enumerate(data.names)]
-        pairs = [(image, mask) for image, mask in pairs if mask.is_file()]
-        if not pairs:
-            raise FreelabelError(f"--val-masks {folder} holds no mask named like the training images")
-        sets["val_masks"] = _ValidationSet([p[0] for p in pairs], [p[1] for p in pairs],
-                                           vocabulary_lookup(classes, vocabulary), config.max_pixels)
-    return sets
 
 
 # may change between a run and its resumption: they do not change what is learned
@@ -350,20 +206,122 @@ def _optimizer(model: SelectedLabelSegmenter, config: TrainConfig) -> torch.opti
     return torch.optim.AdamW(groups, betas=(0.9, 0.999))
 
 
+class SegmenterTrainer(TrainerBase):
+    """One process's steps over the epochs' batches (its share of each global batch). ``position`` (epoch, batch in
+    it, step, training seconds and the unfinished epoch's running sums) is what a saved state resumes from. Each
+    segment of an epoch, from the position to the epoch's end or to a stop or save the processes agreed on, gets
+    a data loader of its own, so a resumed run meets the batches an uninterrupted one meets. ``clock``: the
+    registered time budget, whose seconds the position keeps."""
+
+    def __init__(self, model: SelectedLabelSegmenter, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 dataset: AugmentedPseudoMasks, text: torch.Tensor, clip: LoadedClip, config: TrainConfig,
+                 context: ProcessContext, position: dict[str, Any], clock: TimeBudget):
+        super().__init__()
+        self.model, self.wrapped, self.optimizer, self.dataset = model, wrapped, optimizer, dataset
+        self.text, self.num_labels = text, len(text)  # (N, D): one embedding per vocabulary label
+        self.config, self.context, self.position, self.clock = config, context, position, clock
+        self.mean = torch.tensor(clip.mean, device=context.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(clip.std, device=context.device).view(1, 3, 1, 1)
+        self.bf16 = config.precision == "bf16" or (config.precision == "auto" and context.device.type == "cuda")
+        self.steps_per_epoch = len(dataset) // config.batch_size
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.stop = position["epoch"] >= config.epochs
+        self.save = False  # a save the processes agreed on after this step
+        self.loader: Iterator | None = None  # the current segment's batches
+        # what the last step leaves for the hooks
+        self.loss, self.lr_factor, self.problems, self.epoch_done = math.nan, 0.0, [], False
+
+    def run_step(self) -> None:
+        """One optimiser step on the next batch: lr from the warm-up-cosine schedule over all steps, then the
+        segmenter's loss on the images trained as `predict --labels` or `predict` sees them."""
+        if self.loader is None:
+            self._start_segment()
+        pixels, mask, self.problems = next(self.loader)
+        position, config, device = self.position, self.config, self.context.device
+        self.lr_factor = warmup_cosine(position["step"] / max(1, self.total_steps), config.warmup_fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * self.lr_factor
+        pixels = (pixels.to(device).float() / 255 - self.mean) / self.std
+        mask = mask.to(device)
+        usable = torch.tensor([problem is None for problem in self.problems], device=device)
+        given, candidates = self._candidates(mask)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.wrapped(pixels, self.text, candidates)
+        loss, parts = segmenter_loss(out, mask, given, usable, self.num_labels, config.multilabel_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                           config.grad_clip)
+        self.optimizer.step()
+        position["step"] += 1
+        position["batch"] += 1
+        self.loss = loss.item()
+        self.sums["images"] += len(mask) * self.context.world
+        for key, value in (("loss", self.loss), *parts.items()):
+            self.sums[key] += value
+
+    def _candidates(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mask: (B, H, W) int64. Returns which images are given their labels, (B,) bool (a draw seeded by the
+        step and rank, true for ``given_labels_fraction`` of them), and the labels each image ranks, (B, N) bool."""
+        draws = np.random.default_rng((self.config.seed, self.position["step"], self.context.rank)).random(len(mask))
+        given = torch.from_numpy(draws < self.config.given_labels_fraction).to(self.context.device)
+        present = present_labels(mask, self.num_labels).bool()
+        # images trained as `predict --labels` sees them compete among their own labels only
+        valid = torch.where(given[:, None], present, torch.ones_like(present))
+        valid[~valid.any(1)] = True  # an image with no label present ranks the whole vocabulary
+        return given, valid
+
+    def _start_segment(self) -> None:
+        """A data loader over this process's share of the epoch's batches, from the position on."""
+        position, config, context = self.position, self.config, self.context
+        self.dataset.epoch = position["epoch"]
+        batches = _batches(len(self.dataset), config.batch_size, config.seed, position["epoch"])[position["batch"]:]
+        per_process = config.batch_size // context.world
+        shard = [batch[context.rank * per_process:(context.rank + 1) * per_process] for batch in batches]
+        loader = torch.utils.data.DataLoader(_SafeItems(self.dataset), batch_sampler=shard,
+                                             num_workers=config.workers, collate_fn=_collate)
+        # the epoch's running sums live in the position: an epoch's line covers all of it across resumes
+        self.sums = position.setdefault("sums", {"loss": 0.0, "pixel": 0.0, "multilabel": 0.0, "images": 0,
+                                                 "seconds": 0.0})
+        self.segment_started = time.monotonic()
+        self.wrapped.train()
+        if config.backbone_lr_scale == 0:
+            self.model.encoder.eval()
+        self.loader = iter(loader)
+
+    def after_step(self) -> None:
+        """The hooks; then, when the step ends the epoch or the processes agreed to stop or save, the segment."""
+        super().after_step()
+        if self.stop or self.save or self.position["batch"] >= self.steps_per_epoch:
+            self._end_segment()
+
+    def _end_segment(self) -> None:
+        """Leave the loader: the position says where a resumed run goes on (the next epoch's start once this one is
+        done); then the hooks' ``after_segment`` (metrics, checkpoint, barrier)."""
+        position = self.position
+        self.epoch_done = position["batch"] >= self.steps_per_epoch
+        position["seconds"] = self.clock.seconds()
+        self.sums["seconds"] += time.monotonic() - self.segment_started
+        if self.epoch_done:
+            position["epoch"], position["batch"] = position["epoch"] + 1, 0
+            del position["sums"]
+        self.loader = None
+        for hook in self.hooks:
+            if isinstance(hook, SegmentHook):
+                hook.after_segment()
+        self.stop = self.stop or position["epoch"] >= self.config.epochs
+
+
 def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> dict[str, Any]:
     """Train a segmenter on the pseudo-masks of a ``generate`` folder; write the run folder (see the checkpoint
     module): ``run.json``, ``model.safetensors``, ``state.safetensors``, ``metrics.jsonl`` (one line per epoch: losses,
     images/s, validation mIoU) and ``errors.jsonl`` (images that could not be read). Resumes when ``run_dir``
     holds a state of the same run. Returns the last metrics line."""
     pseudo_dir, run_dir = Path(pseudo_dir), Path(run_dir)
-    context = _context(config)
+    context = process_context(config.clip.device)
     data = read_pseudo_masks(pseudo_dir, config.images_dir)
-    unknown = [label for label in config.holdout_labels if label not in data.classes[1:]]
-    if unknown:
-        raise FreelabelError(f"held-out label(s) {', '.join(map(repr, unknown))} are not in {pseudo_dir}/classes.txt")
-    vocabulary = [name for name in data.classes[1:] if name not in config.holdout_labels]
-    if not vocabulary:
-        raise FreelabelError(f"{pseudo_dir} has no labels to train on")
+    vocabulary = _vocabulary(data.classes, config.holdout_labels, pseudo_dir)
     train_indices, val_indices = split(len(data.names), config.val_fraction, config.seed)
     if len(train_indices) < config.batch_size:
         raise FreelabelError(f"{len(train_indices)} training images are fewer than one batch ({config.batch_size}); "
@@ -378,26 +336,15 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
                         len(data.names), "train": len(train_indices), "val": len(val_indices)},
                "vocabulary": vocabulary, "classes": data.classes, "architecture": architecture.to_dict(),
                "clip": dataclasses.asdict(config.clip), "train": dataclasses.asdict(resolved), **provenance()}
-    content = _json_ready(content)
     torch.manual_seed(config.seed)
     model = create_segmenter(clip, architecture)
     if resolved.crop_size % model.input_multiple:
         raise FreelabelError(f"crop size {resolved.crop_size} must be a multiple of {model.input_multiple} (the "
                              "patch size and the decoder's 1/4)")
-    refusal = None
-    if context.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            _check_run_dir(run_dir, content)
-            write_run(run_dir, content)
-        except FreelabelError as error:
-            refusal = error
-    if context.decide(refusal is not None)[0]:  # the other processes stop too, rather than wait for process 0
-        raise refusal or FreelabelError(f"process 0 refused the run folder {run_dir}")
-    frozen = config.backbone_lr_scale == 0
+    _bind_run_dir(run_dir, _json_ready(content), context)
     optimizer = _optimizer(model, config)
     position = load_state(run_dir, model, optimizer) or {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0}
-    if context.main and position["step"] == 0:
+    if context.main and position["step"] == 0:  # a fresh start: an earlier attempt's journals go
         (run_dir / METRICS).unlink(missing_ok=True)
         (run_dir / ERRORS).unlink(missing_ok=True)
     wrapped = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.device] if
@@ -407,105 +354,49 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
     lookup = vocabulary_lookup(data.classes, vocabulary)
     dataset = AugmentedPseudoMasks(data, train_indices, lookup, config.seed, input_size, resolved.crop_size,
                                    config.scale_range, config.max_pixels, clip.interpolation)
-    validation = _validation_sets(config, data, val_indices, lookup, vocabulary) if context.main else {}
-    text = clip.encode_labels(vocabulary)
-    mean = torch.tensor(clip.mean, device=context.device).view(1, 3, 1, 1)
-    std = torch.tensor(clip.std, device=context.device).view(1, 3, 1, 1)
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and context.device.type == "cuda")
-    steps_per_epoch = len(train_indices) // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    per_process = config.batch_size // context.world
-    reported = {entry["path"] for entry in read_jsonl(run_dir / ERRORS)} if context.main else set()
-    metrics: dict[str, Any] = {}
-    started, last_save = time.monotonic() - position["seconds"], time.monotonic()
-    stop = False
-    progress = tqdm(total=total_steps, initial=position["step"], desc="training", unit="step",
-                    disable=None if context.main else True)
-    while position["epoch"] < config.epochs and not stop:
-        epoch = position["epoch"]
-        dataset.epoch = epoch
-        batches = _batches(len(train_indices), config.batch_size, config.seed, epoch)[position["batch"]:]
-        shard = [batch[context.rank * per_process:(context.rank + 1) * per_process] for batch in batches]
-        loader = torch.utils.data.DataLoader(_SafeItems(dataset), batch_sampler=shard, num_workers=config.workers,
-                                             collate_fn=_collate)
-        # the epoch's running sums live in the position: an epoch's line covers all of it across resumes
-        sums = position.setdefault("sums", {"loss": 0.0, "pixel": 0.0, "multilabel": 0.0, "images": 0,
-                                            "seconds": 0.0})
-        segment_started = time.monotonic()
-        wrapped.train()
-        if frozen:
-            model.encoder.eval()
-        for pixels, mask, problems in loader:
-            factor = warmup_cosine(position["step"] / max(1, total_steps), config.warmup_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            pixels = (pixels.to(context.device).float() / 255 - mean) / std
-            mask = mask.to(context.device)
-            usable = torch.tensor([problem is None for problem in problems], device=context.device)
-            draws = np.random.default_rng((config.seed, position["step"], context.rank)).random(len(mask))
-            given = torch.from_numpy(draws < config.given_labels_fraction).to(context.device)
-            present = present_labels(mask, len(vocabulary)).bool()
-            # images trained as `predict --labels` sees them compete among their own labels only
-            valid = torch.where(given[:, None], present, torch.ones_like(present))
-            valid[~valid.any(1)] = True  # an image with no label present ranks the whole vocabulary
-            with torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = wrapped(pixels, text, valid)
-            loss, parts = segmenter_loss(out, mask, given, usable, len(vocabulary), config.multilabel_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                               config.grad_clip)
-            optimizer.step()
-            position["step"] += 1
-            position["batch"] += 1
-            sums["images"] += len(mask) * context.world
-            for key, value in (("loss", loss.item()), *parts.items()):
-                sums[key] += value
-            seconds = sums["seconds"] + time.monotonic() - segment_started
-            progress.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{sums['images'] / max(seconds, 1e-9):.1f}")
-            progress.update(1)
-            problems = context.gather(problems)
-            for problem in problems if context.main else ():
-                if problem is not None and problem["path"] not in reported:
-                    reported.add(problem["path"])
-                    append_jsonl(run_dir / ERRORS, {"path": problem["path"], "stage": "read",
-                                                    "message": problem["message"]})
-            # process 0's clock decides for all: every process must leave the loop at the same step
-            stop, save = context.decide(
-                config.max_minutes is not None and time.monotonic() - started >= config.max_minutes * 60,
-                time.monotonic() - last_save >= config.checkpoint_minutes * 60)
-            if stop or save:
-                break
-        epoch_done = position["batch"] >= steps_per_epoch
-        position["seconds"] = time.monotonic() - started
-        sums["seconds"] += time.monotonic() - segment_started
-        if epoch_done:
-            position["epoch"], position["batch"] = epoch + 1, 0
-            del position["sums"]
-        if context.main:
-            if epoch_done:
-                metrics = {"epoch": epoch + 1, "step": position["step"],
-                           **{k: round(sums[k] / steps_per_epoch, 4) for k in ("loss", "pixel", "multilabel")},
-                           "lr": round(config.lr * factor, 8),
-                           "images_per_second": round(sums["images"] / sums["seconds"], 2),
-                           "minutes": round(position["seconds"] / 60, 2)}
-                if context.device.type == "cuda":
-                    metrics["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated(context.device) / 2 ** 30, 2)
-                segmenter = Segmenter(model, clip, vocabulary, input_size)
-                for name, validation_set in validation.items():
-                    metrics.update({f"{name}_{k}": v for k, v in validation_set.score(segmenter, vocabulary).items()})
-                append_jsonl(run_dir / METRICS, metrics)
-                tqdm.write(" ".join(f"{k}={v}" for k, v in metrics.items()))
-            save_model(run_dir, model, with_encoder=not frozen)
-            save_state(run_dir, model, optimizer, not frozen, position)
-        last_save = time.monotonic()
-        if context.world > 1:
-            dist.barrier()
-    progress.close()
-    if context.main and not metrics:
-        metrics = (read_jsonl(run_dir / METRICS) or [{}])[-1]
-    return metrics
+    validation = (validation_sets(data, val_indices, lookup, vocabulary, config.val_masks, config.max_pixels)
+                  if context.main else {})
+    clock = TimeBudget(config.max_minutes, position["seconds"])
+    trainer = SegmenterTrainer(model, wrapped, optimizer, dataset, clip.encode_labels(vocabulary), clip, config,
+                               context, position, clock)
+    metrics = EpochMetrics(run_dir / METRICS, context, validation,
+                           functools.partial(Segmenter, model, clip, vocabulary, input_size), vocabulary, config.lr)
+    trainer.register_hooks([ProgressBar(trainer.total_steps, context), ErrorJournal(run_dir / ERRORS, context), clock,
+                            metrics, Checkpointer(run_dir, config.checkpoint_minutes, context,
+                                                  with_encoder=config.backbone_lr_scale != 0),
+                            DistributedAgreement(context)])
+    trainer.train()
+    if context.main and not metrics.last:
+        return (read_jsonl(run_dir / METRICS) or [{}])[-1]
+    return metrics.last
+
+
+def _vocabulary(classes: list[str], holdout_labels: tuple[str, ...], pseudo_dir: Path) -> list[str]:
+    """The labels trained on: the pseudo-masks' classes (background aside) less the held-out ones, which must be
+    among them."""
+    unknown = [label for label in holdout_labels if label not in classes[1:]]
+    if unknown:
+        raise FreelabelError(f"held-out label(s) {', '.join(map(repr, unknown))} are not in {pseudo_dir}/classes.txt")
+    vocabulary = [name for name in classes[1:] if name not in holdout_labels]
+    if not vocabulary:
+        raise FreelabelError(f"{pseudo_dir} has no labels to train on")
+    return vocabulary
+
+
+def _bind_run_dir(run_dir: Path, content: dict[str, Any], context: ProcessContext) -> None:
+    """Process 0 binds ``run_dir`` to this run (``content`` becomes its run.json) unless it holds another run; when
+    it refuses, the other processes stop too, rather than wait for it."""
+    refusal = None
+    if context.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            _check_run_dir(run_dir, content)
+            write_run(run_dir, content)
+        except FreelabelError as error:
+            refusal = error
+    if context.decide(refusal is not None)[0]:
+        raise refusal or FreelabelError(f"process 0 refused the run folder {run_dir}")
+
 
 
 def _json_ready(content: dict[str, Any]) -> dict[str, Any]:

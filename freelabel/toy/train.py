@@ -28,6 +28,7 @@ from freelabel.io import atomic_path, provenance
 from freelabel.optim import param_groups, warmup_cosine
 from freelabel.toy.evaluate import class_accuracy, zero_shot_report
 from freelabel.toy.world import CLASS_NAMES, ToyWorldConfig, caption, scenes
+from freelabel.training import HookBase, TimeBudget, TrainerBase
 
 
 @dataclass
@@ -118,6 +119,113 @@ def mimetic_init(transformer: torch.nn.Module, generator: torch.Generator, qk: t
             attention.out_proj.weight.copy_((s.sqrt()[:, None] * vh).T)
 
 
+class ToyClipTrainer(TrainerBase):
+    """The toy CLIP's steps on the rendered pool (see the module docstring): supervised through ``head`` while
+    the clock is within ``supervised_minutes``, contrastive afterwards; the learning rate follows the warm-up
+    cosine laid over the budget. ``clock``: the registered time budget. ``generator`` draws batches and flips."""
+
+    def __init__(self, model: torch.nn.Module, head: torch.nn.Linear, optimizer: torch.optim.Optimizer,
+                 images: np.ndarray, labels: list[list[str]], clip: LoadedClip, generator: torch.Generator,
+                 clock: TimeBudget, config: ToyClipTrainConfig):
+        super().__init__()
+        self.model, self.head, self.optimizer, self.labels = model, head, optimizer, labels
+        self.generator, self.clock, self.config = generator, clock, config
+        self.tokenizer = open_clip.get_tokenizer(config.model)
+        self.caption_rng = np.random.default_rng(config.seed)
+        self.pool = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        self.mean = torch.tensor(clip.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(clip.std).view(1, 3, 1, 1)
+        self.loss_fn = ClipLoss()
+        self.class_index = torch.tensor([CLASS_NAMES.index(names[0]) if len(names) == 1 else -1 for names in labels])
+        self.single_object = torch.nonzero(self.class_index >= 0).flatten()
+        self.step, self.running_loss = 0, float("nan")
+        self.elapsed = 0.0  # training seconds at the last step's start
+
+    def run_step(self) -> None:
+        """One step on a batch drawn from the pool (single-object scenes only in the supervised phase)."""
+        config, generator = self.config, self.generator
+        self.elapsed = elapsed = self.clock.elapsed
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * warmup_cosine(elapsed / (config.budget_minutes * 60), config.warmup_fraction)
+        supervised = elapsed < config.supervised_minutes * 60
+        if supervised:
+            index = self.single_object[torch.randint(0, len(self.single_object), (config.batch_size,),
+                                                     generator=generator)]
+        else:
+            index = torch.randint(0, len(self.pool), (config.batch_size,), generator=generator)
+        batch = (_augment(self.pool[index], generator).float().div_(255) - self.mean) / self.std
+        if supervised:
+            loss = torch.nn.functional.cross_entropy(self.head(self.model.encode_image(batch)), self.class_index[index])
+        else:
+            # captions are drawn afresh each time a scene is used: new order, template and partial naming
+            tokens = self.tokenizer([caption(self.labels[i], self.caption_rng, config.omit_colour_prob)
+                                     for i in index.tolist()])
+            image_features, text_features, logit_scale = self.model(batch, tokens)[:3]
+            loss = self.loss_fn(image_features, text_features, logit_scale)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(100))
+        self.step += 1
+        self.running_loss = (loss.item() if math.isnan(self.running_loss)
+                             else 0.95 * self.running_loss + 0.05 * loss.item())
+
+
+class _Progress(HookBase):
+    """The budget's seconds on a progress bar."""
+
+    def __init__(self, budget_seconds: float):
+        self.budget_seconds = budget_seconds
+
+    def before_train(self) -> None:
+        self.bar = tqdm(total=int(self.budget_seconds), desc="training toy CLIP", unit="s", leave=False)
+
+    def after_step(self) -> None:
+        self.bar.update(int(self.trainer.elapsed) - self.bar.n)
+
+    def after_train(self) -> None:
+        self.bar.close()
+
+
+class _ValidationCurve(HookBase):
+    """The validation curve: every ``eval_every_minutes`` of training and once at its end, zero-shot accuracy on
+    ``val_scenes`` single-object scenes of the ``val_seed`` stream (and the supervised head's shape accuracy while
+    there is a supervised phase), with the step, minutes and smoothed loss. ``points``: the curve so far."""
+
+    def __init__(self, clip: LoadedClip, head: torch.nn.Linear, clock: TimeBudget, config: ToyClipTrainConfig):
+        self.clip, self.head, self.clock, self.config = clip, head, clock, config
+        self.scenes = list(scenes(config.val_seed, config.val_scenes, ToyWorldConfig(), n_objects=1))
+        mean, std = torch.tensor(clip.mean).view(1, 3, 1, 1), torch.tensor(clip.std).view(1, 3, 1, 1)
+        images = torch.from_numpy(np.stack([s.image for s in self.scenes])).permute(0, 3, 1, 2)
+        self.images = (images.float() / 255 - mean) / std
+        self.classes = [CLASS_NAMES.index(s.labels[0]) for s in self.scenes]
+        self.next_point = config.eval_every_minutes * 60
+        self.points: list[dict] = []
+
+    def after_step(self) -> None:
+        if self.trainer.elapsed >= self.next_point:
+            self._point(self.trainer.elapsed)
+            self.next_point += self.config.eval_every_minutes * 60
+
+    def after_train(self) -> None:
+        self._point(self.clock.seconds())
+
+    def _point(self, seconds: float) -> None:
+        model = self.trainer.model
+        self.clip.forget_text()  # the text tower changed since the last point
+        report = zero_shot_report(self.clip, self.scenes)
+        if self.config.supervised_minutes:
+            with torch.no_grad():
+                predicted = self.head(model.eval().encode_image(self.images)).argmax(dim=1)
+            report["head_shape"] = class_accuracy(predicted.tolist(), self.classes)["shape"]
+        self.points.append({"step": self.trainer.step, "minutes": round(seconds / 60, 2),
+                            "loss": round(self.trainer.running_loss, 4),
+                            **{k: round(v, 4) for k, v in report.items()}})
+        tqdm.write(json.dumps(self.points[-1]))
+        model.train()
+
+
 def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None) -> dict:
     """Train the toy CLIP (supervised start, then contrastive; see the module docstring) and write, atomically,
     into ``out_dir``:
@@ -126,8 +234,6 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
 
     Returns the training record (the content of the curve file).
     """
-    from safetensors.torch import save_file
-
     config = config or ToyClipTrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,73 +246,28 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
     generator = torch.Generator().manual_seed(config.seed)
     if config.mimetic_init:
         mimetic_init(model.visual, generator)
-    tokenizer = open_clip.get_tokenizer(config.model)
-    caption_rng = np.random.default_rng(config.seed)
-    pool = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     clip = LoadedClip.from_model(model, config.model, "training")
-    mean = torch.tensor(clip.mean).view(1, 3, 1, 1)
-    std = torch.tensor(clip.std).view(1, 3, 1, 1)
-    val = list(scenes(config.val_seed, config.val_scenes, ToyWorldConfig(), n_objects=1))
-    val_images = (torch.from_numpy(np.stack([s.image for s in val])).permute(0, 3, 1, 2).float() / 255 - mean) / std
-    val_classes = [CLASS_NAMES.index(s.labels[0]) for s in val]
-    loss_fn = ClipLoss()
     # the supervised phase reads the image embedding through a linear head, dropped afterwards
     head = torch.nn.Linear(model.visual.output_dim, len(CLASS_NAMES))
-    class_index = torch.tensor([CLASS_NAMES.index(names[0]) if len(names) == 1 else -1 for names in labels])
-    single_object = torch.nonzero(class_index >= 0).flatten()
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay) + param_groups(head, 0.0),
                                   lr=config.lr, betas=(0.9, 0.98))
-    budget = config.budget_minutes * 60
-    curve: list[dict] = []
-
-    def evaluate(step: int, seconds: float, loss: float) -> None:
-        clip.forget_text()  # the text tower changed since the last point
-        report = zero_shot_report(clip, val)
-        if config.supervised_minutes:
-            with torch.no_grad():
-                predicted = head(model.eval().encode_image(val_images)).argmax(dim=1)
-            report["head_shape"] = class_accuracy(predicted.tolist(), val_classes)["shape"]
-        curve.append({"step": step, "minutes": round(seconds / 60, 2), "loss": round(loss, 4),
-                      **{k: round(v, 4) for k, v in report.items()}})
-        tqdm.write(json.dumps(curve[-1]))
-        model.train()
-
-    train_start = time.monotonic()
-    next_eval, step, running_loss = config.eval_every_minutes * 60, 0, float("nan")
-    progress_bar = tqdm(total=int(budget), desc="training toy CLIP", unit="s", leave=False)
+    clock = TimeBudget(config.budget_minutes)
+    trainer = ToyClipTrainer(model, head, optimizer, images, labels, clip, generator, clock, config)
+    curve = _ValidationCurve(clip, head, clock, config)
+    trainer.register_hooks([_Progress(config.budget_minutes * 60), curve, clock])
     model.train()
-    while (elapsed := time.monotonic() - train_start) < budget:
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * warmup_cosine(elapsed / budget, config.warmup_fraction)
-        supervised = elapsed < config.supervised_minutes * 60
-        if supervised:
-            index = single_object[torch.randint(0, len(single_object), (config.batch_size,), generator=generator)]
-        else:
-            index = torch.randint(0, len(pool), (config.batch_size,), generator=generator)
-        batch = (_augment(pool[index], generator).float().div_(255) - mean) / std
-        if supervised:
-            loss = torch.nn.functional.cross_entropy(head(model.encode_image(batch)), class_index[index])
-        else:
-            # captions are drawn afresh each time a scene is used: new order, template and partial naming
-            tokens = tokenizer([caption(labels[i], caption_rng, config.omit_colour_prob) for i in index.tolist()])
-            image_features, text_features, logit_scale = model(batch, tokens)[:3]
-            loss = loss_fn(image_features, text_features, logit_scale)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        step += 1
-        running_loss = loss.item() if math.isnan(running_loss) else 0.95 * running_loss + 0.05 * loss.item()
-        progress_bar.update(int(elapsed) - progress_bar.n)
-        if elapsed >= next_eval:
-            evaluate(step, elapsed, running_loss)
-            next_eval += config.eval_every_minutes * 60
-    progress_bar.close()
-    evaluate(step, time.monotonic() - train_start, running_loss)
+    trainer.train()
 
     record = {"config": asdict(config), "render_seconds": round(render_seconds, 1),
-              "train_seconds": round(time.monotonic() - train_start, 1), "steps": step, "curve": curve}
+              "train_seconds": round(clock.seconds(), 1), "steps": trainer.step, "curve": curve.points}
+    _save(out_dir, model, config, record)
+    return record
+
+
+def _save(out_dir: Path, model: torch.nn.Module, config: ToyClipTrainConfig, record: dict) -> None:
+    """Write the weights (float16), the description and the curve record, each atomically."""
+    from safetensors.torch import save_file
+
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out_dir / f"{config.model}.safetensors") as tmp:
         save_file(state, str(tmp))
@@ -215,4 +276,3 @@ def train_toy_clip(out_dir: str | Path, config: ToyClipTrainConfig | None = None
     for name, content in ((f"{config.model}.json", description), (f"{config.model}-curve.json", record)):
         with atomic_path(out_dir / name) as tmp:
             tmp.write_text(json.dumps(content, indent=2) + "\n")
-    return record
