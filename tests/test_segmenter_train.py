@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
-from cli import main
+from freelabel.pipelines.cli import main
 from freelabel.clip.loading import ClipConfig
 from freelabel.errors import FreelabelError
 from freelabel.io import read_classes, read_mask, write_image

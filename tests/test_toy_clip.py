@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli import main
+from freelabel.pipelines.cli import main
 from freelabel.clip.loading import BUNDLED, TOY_MODEL, load_clip
 from freelabel.toy.evaluate import zero_shot_report
 from freelabel.toy.train import ToyClipTrainConfig, mimetic_init, train_toy_clip
