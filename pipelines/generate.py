@@ -4,15 +4,16 @@ vocabulary. The output folder is one job (``freelabel.run.folder``: binding, jou
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from freelabel.cards import resolve_preset
 from freelabel.clip.loading import ClipConfig
+from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
 from freelabel.pseudo.labeler import Labeler
-from freelabel.cards import resolve_preset
 from freelabel.run.folder import check_out_dir
 from freelabel.run.masks import FolderOptions, MaskFolder, read_inputs
 from freelabel.run.selection import LABELS, ClassifyConfig, select_folder, selection_inputs, selection_settings
@@ -22,16 +23,21 @@ from freelabel.run.selection import LABELS, ClassifyConfig, select_folder, selec
 class GenerateConfig:
     """Everything that decides the pseudo-masks; saved in the manifest beside them."""
 
-    clip: ClipConfig = field(default_factory=ClipConfig)  # which CLIP computes the maps
-    preset: str | None = None  # preset file or "default"; None = the model's own preset (freelabel.pseudo.preset)
-    overrides: dict[str, Any] = field(default_factory=dict)  # labeler fields set on top of the preset
-    save_scores: bool = False  # also write float16 probabilities per image to scores/<image>.npz
-    overwrite: bool = False  # redo every image, and rebind the folder to new labels or settings
-    max_pixels: int | None = MAX_PIXELS  # larger images are refused unread (decompression bombs); None = no limit
-    # label-free: each image's labels are selected from this vocabulary file (see `freelabel classify`) into
-    # <out>/selection/ first; None = labels are given
-    vocabulary: str | None = None
-    selection_overrides: dict[str, Any] = field(default_factory=dict)  # SelectionConfig fields over the preset's
+    clip: ClipConfig = option(default_factory=ClipConfig, help="Which CLIP computes the maps.")
+    preset: str | None = option(None, help="Preset JSON (e.g. from `freelabel tune`), or 'default' for the library "
+                                "default preset; None = the model's own preset (its model card, freelabel.cards).")
+    overrides: dict[str, Any] = option(default_factory=dict, help="Labeler fields set on top of the preset.")
+    save_scores: bool = option(False, help="Also write float16 probabilities per image to scores/<image>.npz.")
+    overwrite: bool = option(False, help="Redo every image, and rebind the folder to new labels or settings; needed "
+                             "to reuse a folder with other labels or settings.")
+    max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread (decompression bombs); None "
+                                    "= no limit.")
+    vocabulary: str | None = option(None, flag="--vocab", help="Label-free: each image's labels are selected from "
+                                    "this vocabulary (a file with one class per line, synonyms after commas, a "
+                                    "classes.txt, or 'a,b,c'; see `freelabel classify`) into OUT/selection/ first; "
+                                    "None = labels are given.")
+    selection_overrides: dict[str, Any] = option(default_factory=dict, help="SelectionConfig fields over the "
+                                                 "preset's.")
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels < 1:

@@ -8,6 +8,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.labels import LabelError, check_label, read_label_vocabulary
@@ -22,12 +23,15 @@ from freelabel.segmenter.predictor import Segmenter
 class PredictConfig:
     """Everything that decides a prediction besides the run; saved in the manifest beside the masks."""
 
-    device: str | None = None  # torch device; None = the run's if available, else CPU
-    top_k: int | None = None  # labels competing per image at most; None = the model's
-    vocab: str | None = None  # more labels to select from (file or comma list), after the training vocabulary
-    save_scores: bool = False  # also write float16 probabilities per image to scores/<image>.npz
-    overwrite: bool = False  # redo every image, and rebind the folder to new settings
-    max_pixels: int | None = MAX_PIXELS  # larger images are refused unread; None = no limit
+    device: str | None = option(None, help="Torch device; None = the run's if available, else cpu.")
+    top_k: int | None = option(None, help="Labels competing per image at most; None = the model's.")
+    vocab: str | None = option(None, help="More labels to select from (file or 'a,b'), after the training "
+                               "vocabulary.")
+    save_scores: bool = option(False, help="Also write float16 probabilities per image to scores/<image>.npz.")
+    overwrite: bool = option(False, help="Redo every image, and rebind the folder to new settings; needed to reuse "
+                             "a folder.")
+    max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread (decompression bombs); None "
+                                    "= no limit.")
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
+from freelabel.cards import resolve_preset
 from freelabel.clip.loading import ClipConfig
+from freelabel.config import option
 from freelabel.errors import FreelabelError
 from freelabel.io import ImageReadError, provenance, read_image, write_image, write_json
 from freelabel.io.files import write_jsonl
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.masks import blend_mask, write_mask
-from freelabel.cards import resolve_preset
 from freelabel.run.model import load_image_segmenter
 from freelabel.run.query import QueryResult, query
 
@@ -26,11 +27,13 @@ QUERIES = "queries.jsonl"
 class QueryConfig:
     """Which model answers the queries; saved as ``query.json`` beside the masks."""
 
-    clip: ClipConfig = field(default_factory=ClipConfig)  # the CLIP of the pseudo-mask pipeline
-    preset: str | None = None  # preset file or "default"; None = the model's own
-    overrides: dict[str, Any] = field(default_factory=dict)  # labeler fields set on top of the preset
-    checkpoint: str | None = None  # a `freelabel train` run folder answers instead of the pseudo-mask pipeline
-    max_pixels: int | None = MAX_PIXELS  # a larger image is refused unread
+    clip: ClipConfig = option(default_factory=ClipConfig, help="The CLIP of the pseudo-mask pipeline.")
+    preset: str | None = option(None, help="Preset JSON (e.g. from `freelabel tune`), or 'default' for the library "
+                                "default preset; None = the model's own.")
+    overrides: dict[str, Any] = option(default_factory=dict, help="Labeler fields set on top of the preset.")
+    checkpoint: str | None = option(None, path="existing-folder", help="A `freelabel train` run answers instead of "
+                                    "the pseudo-mask pipeline.")
+    max_pixels: int | None = option(MAX_PIXELS, help="A larger image is refused unread.")
 
 
 def query_image(image_path: str | Path, texts: Sequence[str], out: str | Path, config: QueryConfig | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.files import provenance, read_json, write_json
 from freelabel.io.images import list_images, read_image
@@ -30,14 +31,15 @@ from freelabel.pseudo.tune import (LabelledImage, ParallelScorer, fit_selection,
 class TuneConfig:
     """How a preset is fitted. Saved in the preset's ``source``."""
 
-    clip: ClipConfig = field(default_factory=ClipConfig)  # which CLIP the preset is for
-    preset: str | None = None  # the starting preset file; None = the model's own preset
-    overrides: dict[str, Any] = field(default_factory=dict)  # labeler fields set on the starting preset
-    holdout: float = 0.3  # fraction of the images kept out of the search and used for the report (spread evenly)
-    workers: int = 2  # processes scoring image chunks in parallel, each with its own copy of the CLIP
-    # passes over all stages; a second re-fits maps, fusion and background under the CRF the first one chose (on
-    # the toy validation stream it did not help the held-out score: docs/results.md)
-    rounds: int = 1
+    clip: ClipConfig = option(default_factory=ClipConfig, help="Which CLIP the preset is for.")
+    preset: str | None = option(None, help="The starting preset JSON, or 'default'; None = the model's own preset.")
+    overrides: dict[str, Any] = option(default_factory=dict, help="Labeler fields set on the starting preset.")
+    holdout: float = option(0.3, help="Fraction of the images kept out of the search and used for the report "
+                            "(spread evenly).")
+    workers: int = option(2, help="Processes scoring image chunks in parallel, each with its own copy of the CLIP.")
+    # on the toy validation stream a second round did not help the held-out score (docs/results.md)
+    rounds: int = option(1, help="Passes over all stages; a second re-fits maps, fusion and background under the CRF "
+                         "the first one chose.")
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1:

@@ -10,7 +10,7 @@ journal, manifest, errors, resume to the same bytes), one mask per frame.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 import torch
 
+from freelabel.cards import resolve_preset
 from freelabel.clip.loading import ClipConfig
+from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.files import provenance
 from freelabel.io.images import MAX_PIXELS, ImageReadError
@@ -26,7 +28,6 @@ from freelabel.io.labels import (LabelError, check_label, class_lookup, read_cla
 from freelabel.io.masks import IGNORE_INDEX, blend_mask, read_mask, write_mask
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.crf import CrfConfig
-from freelabel.cards import resolve_preset
 from freelabel.run.folder import JobFolder, failure
 from freelabel.run.model import load_image_segmenter
 from freelabel.video.frames import Frame, frame_names, is_video, read_frames
@@ -37,19 +38,23 @@ from freelabel.video.propagate import PropagationConfig, Propagator, one_hot
 class VideoConfig:
     """Everything that decides a clip's masks; saved in the manifest beside them."""
 
-    key_interval: int = 5  # --labels: every key_interval-th frame (and the last) is segmented by the image pipeline
-    propagation: PropagationConfig = field(default_factory=PropagationConfig)  # flow and how masks travel
-    clip: ClipConfig = field(default_factory=ClipConfig)  # --labels: the CLIP of the pseudo-mask pipeline
-    preset: str | None = None  # --labels: preset file or "default"; None = the model's own
-    overrides: dict[str, Any] = field(default_factory=dict)  # --labels: labeler fields set on top of the preset
-    checkpoint: str | None = None  # --labels: a `freelabel train` run folder to segment key frames instead
-    # a dense CRF on each propagated frame (its blended probabilities, its own pixels), to snap the carried masks to
-    # that frame's edges: labels mode uses the labeler's CRF (the preset's; the library default with --checkpoint),
-    # key-masks mode the library default CRF; sets propagation.crf
-    refine: bool = True
-    overlay: bool = False  # also write overlay.mp4: the frames with their masks blended in, to watch
-    overwrite: bool = False  # redo every frame, and rebind the folder to new inputs or settings
-    max_pixels: int | None = MAX_PIXELS  # larger frames are refused unread
+    key_interval: int = option(5, help="--labels: every K-th frame (and the last) is a key frame, segmented by the "
+                               "image pipeline.")
+    propagation: PropagationConfig = option(default_factory=PropagationConfig, help="Flow and how masks travel.")
+    clip: ClipConfig = option(default_factory=ClipConfig, help="--labels: the CLIP of the pseudo-mask pipeline.")
+    preset: str | None = option(None, help="--labels: preset JSON, or 'default'; None = the model's own.")
+    overrides: dict[str, Any] = option(default_factory=dict, help="--labels: labeler fields set on top of the "
+                                       "preset.")
+    checkpoint: str | None = option(None, path="existing-folder", help="--labels: a `freelabel train` run segments "
+                                    "the key frames instead.")
+    # labels mode uses the labeler's CRF (the preset's; the library default with --checkpoint), key-masks mode the
+    # library default CRF; sets propagation.crf
+    refine: bool = option(True, help="A dense CRF on each propagated frame (its blended probabilities, its own "
+                          "pixels) snaps the carried masks to that frame's edges.")
+    overlay: bool = option(False, help="Also write overlay.mp4: the frames with their masks blended in, to watch.")
+    overwrite: bool = option(False, help="Redo every frame, and rebind the folder to new inputs or settings; needed "
+                             "to reuse a folder.")
+    max_pixels: int | None = option(MAX_PIXELS, help="Larger frames are refused unread.")
 
     def __post_init__(self) -> None:
         if isinstance(self.propagation, dict):

@@ -28,7 +28,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import main
+from freelabel.pipelines.cli import main
 from freelabel.io import read_classes, read_image, read_mask, write_image
 from freelabel.io.images import ImageReadError
 from freelabel.toy.world import scenes

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from freelabel.pipelines.cli import main
 from freelabel.io import read_classes, read_image, read_mask, write_image
 from freelabel.toy.world import CLASS_NAMES, scenes
 

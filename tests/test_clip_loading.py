@@ -269,7 +269,7 @@ def test_bundled_float16_toy_weights_still_load():
 def test_non_finite_checkpoint_through_the_cli_is_one_error_line_and_no_mask(tmp_path):
     from click.testing import CliRunner
 
-    from cli import main
+    from freelabel.pipelines.cli import main
     from freelabel.io import write_image
 
     write_image(tmp_path / "images" / "a.png", np.full((16, 16, 3), 128, np.uint8))

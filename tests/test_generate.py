@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from freelabel.pipelines.cli import main
 from freelabel.errors import FreelabelError
 from freelabel.io import read_classes, read_image_labels, read_mask, write_classes, write_image, write_mask
 from freelabel.pseudo.labeler import Labeler

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli import main
+from freelabel.pipelines.cli import main
 from conftest import TEST_MODELS
 from freelabel.cards import Preset, read_preset, write_preset
 from freelabel.clip.loading import TOY_MODEL, load_clip

@@ -5,7 +5,7 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from cli import main
+from freelabel.pipelines.cli import main
 from freelabel.clip.loading import load_clip
 from freelabel.io import read_image, read_mask, write_image
 from freelabel.pseudo.labeler import Labeler

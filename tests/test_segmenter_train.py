@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
-from cli import main
+from freelabel.pipelines.cli import main
 from freelabel.clip.loading import ClipConfig
 from freelabel.errors import FreelabelError
 from freelabel.io import read_classes, read_mask, write_image
@@ -243,7 +243,7 @@ def test_max_minutes_stops_with_a_resumable_state_and_real_masks_validate(pseudo
 
 def test_a_models_training_preset_is_its_default_and_flags_override_it():
     toy = train_config(ClipConfig(model="freelabel-toy"))
-    assert toy.architecture == "rankseg-small"  # freelabel/segmenter/presets/freelabel-toy.json
+    assert toy.architecture == "rankseg-small"  # the training section of freelabel/model_cards/freelabel-toy.json
     assert train_config(ClipConfig(model="freelabel-toy"), epochs=3).epochs == 3
     assert train_config(ClipConfig(model="ViT-B-16")) == TrainConfig(clip=ClipConfig(model="ViT-B-16"))
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli import main
 from freelabel.cards import BUNDLED
 from freelabel.clip.loading import TOY_MODEL, load_clip
+from freelabel.pipelines.cli import main
 from freelabel.toy.evaluate import zero_shot_report
 from freelabel.toy.train import ToyClipTrainConfig, mimetic_init, train_toy_clip
 from freelabel.toy.world import scenes

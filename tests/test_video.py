@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli import main
+from freelabel.pipelines.cli import main
 from freelabel.errors import ConfigError
 from freelabel.io import read_classes, read_mask, write_classes, write_image, write_mask
 from freelabel.pseudo.crf import CrfConfig

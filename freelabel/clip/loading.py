@@ -41,6 +41,7 @@ from PIL import Image
 from freelabel.cards import model_card
 from freelabel.clip.checkpoint import check_fits, read_state_dict
 from freelabel.clip.text import TextEmbeddingCache, encode_prompts, text_cache_dir, text_tower_digest
+from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import check_rgb
 
@@ -86,14 +87,16 @@ class UnknownModelError(FreelabelError, KeyError):
 class ClipConfig:
     """Which CLIP to load and where. Saved beside every output that a model produced."""
 
-    model: str = "ViT-B-16"  # open_clip model name, 'hf-hub:org/repo', 'local-dir:/path' or 'freelabel-toy'
-    pretrained: str | None = None  # tag, checkpoint file or folder; None = the model's default; 'random' = none
-    device: str = "cpu"  # torch device for the model
-    cache_dir: str | None = None  # weight cache; None = $FREELABEL_CACHE_DIR, else the hub's and open_clip's own
-    offline: bool | None = None  # never download; None = $FREELABEL_OFFLINE or $HF_HUB_OFFLINE
-    # label embeddings cached on disk here; None = $FREELABEL_TEXT_CACHE, else ~/.cache/freelabel/text-embeddings;
-    # "off" = none
-    text_cache: str | None = None
+    model: str = option("ViT-B-16", help="open_clip model name, hf-hub:ORG/REPO, local-dir:PATH, or freelabel-toy.")
+    pretrained: str | None = option(None, help="Pretrained tag, checkpoint file or folder; None = the model's "
+                                    "default; 'random' = no weights.")
+    device: str = option("cpu", help="Torch device for the model, e.g. cpu or cuda.")
+    cache_dir: str | None = option(None, path="folder", help="Weight cache; None = $FREELABEL_CACHE_DIR, else the "
+                                   "hub's and open_clip's own.")
+    offline: bool | None = option(None, flag="--offline/--online", help="Never download; None = $FREELABEL_OFFLINE "
+                                  "or $HF_HUB_OFFLINE.")
+    text_cache: str | None = option(None, help="Label-embedding cache folder, or 'off'; None = "
+                                    "$FREELABEL_TEXT_CACHE, else ~/.cache/freelabel/text-embeddings.")
 
     def __post_init__(self) -> None:
         check_device(self.device)

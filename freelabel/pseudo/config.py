@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
+from freelabel.config import option
 from freelabel.errors import ConfigError
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.pseudo.fusion import FUSIONS
@@ -22,22 +23,30 @@ class LabelerConfig:
     The field defaults are the library's default preset (``freelabel.cards``); a model may ship its own.
     """
 
-    method: str = "surgery"  # "surgery" (value-value maps, forward only) or "relevance" (gradients, per label)
-    surgery_blocks: int = 6  # last blocks given the value-value path (capped at the model's depth)
-    input_size: int | None = None  # short side of the scale-1 view in pixels; None = the model's training size
-    scales: tuple[float, ...] = (1.0, 1.5)  # view scales relative to input_size
-    flip: bool = True  # add a horizontally flipped copy of every scale
-    window: int | None = None  # crop side for views larger than it (stride half); None = each view whole
-    fusion: str = "softmin"  # how views are combined: softmin (smoothed min-pooling), mean or max
-    softmin_temperature: float = 0.1  # T of the smoothed minimum, on maps scaled to [0, 1]
-    # Views are fused on a grid this many times finer than the finest view's patch grid (at most the image's
-    # pixels), then upsampled once: maps are patch-coarse, so fusing at full resolution only costs time.
-    fusion_upsampling: int = 4
-    background_threshold: float = 0.8  # a pixel is background unless some label's scaled map reaches this
-    background_words: tuple[str, ...] = ()  # extra negative labels ("ground", "sky", ...) counted as background
-    sharpness: float = 20.0  # label scores x sharpness -> softmax: how peaked the probabilities are
-    crf: CrfConfig | None = field(default_factory=CrfConfig)  # dense CRF on the probabilities; None = none
-    ignore_threshold: float = 0.9  # pixels whose final probability is below this become 255 (ignore)
+    method: str = option("surgery", choices=METHODS, help="How label maps are computed: surgery (value-value maps, "
+                         "forward only) or relevance (gradients, per label).")
+    surgery_blocks: int = option(6, help="Last blocks given the value-value path (capped at the model's depth).")
+    input_size: int | None = option(None, help="Short side of the scale-1 view in pixels; None = the model's "
+                                    "training size.")
+    scales: tuple[float, ...] = option((1.0, 1.5), help="View scales relative to input_size, e.g. '1,1.5'.")
+    flip: bool = option(True, help="Add a horizontally flipped copy of every scale.")
+    window: int | None = option(None, help="Crop side for views larger than it (sliding, stride half); None = each "
+                                "view whole.")
+    fusion: str = option("softmin", choices=FUSIONS, help="How views are combined: softmin (smoothed min-pooling), "
+                         "mean or max.")
+    softmin_temperature: float = option(0.1, help="Temperature of the smoothed minimum, on maps scaled to [0, 1].")
+    # maps are patch-coarse, so fusing at full resolution only costs time
+    fusion_upsampling: int = option(4, help="Views are fused on a grid this many times finer than the finest view's "
+                                    "patch grid (at most the image's pixels), then upsampled once.")
+    background_threshold: float = option(0.8, help="A pixel is background unless some label's scaled map reaches "
+                                         "this.")
+    background_words: tuple[str, ...] = option((), help="Extra negative labels counted as background, e.g. "
+                                               "'sky,ground'.")
+    sharpness: float = option(20.0, help="Label scores x sharpness go through the softmax: how peaked the "
+                              "probabilities are.")
+    crf: CrfConfig | None = option(default_factory=CrfConfig, help="Refine the probabilities with a dense CRF; "
+                                   "None = no CRF.")
+    ignore_threshold: float = option(0.9, help="Pixels whose final probability is below this become 255 (ignore).")
 
     def __post_init__(self) -> None:
         self.scales = tuple(self.scales)
@@ -109,27 +118,32 @@ class LabelerConfig:
 class SelectionConfig:
     """How an image's labels are chosen from a vocabulary; part of a model's preset."""
 
-    region_scales: tuple[float, ...] = (300.0, 800.0, 2000.0)  # felzenszwalb scale per segmentation; larger = bigger
-    region_sigma: float = 0.8  # felzenszwalb's Gaussian pre-smoothing, pixels at region_size
-    region_min_size: int = 30  # felzenszwalb's smallest region, pixels at region_size
-    region_size: int = 64  # regions are found with the image's short side resized to this (px)
-    min_area: float = 0.02  # smaller regions (fraction of the image) are not classified
-    max_area: float = 0.6  # nor larger ones (the whole image is classified anyway)
-    fill: tuple[int, int, int] = (128, 128, 128)  # RGB painted outside a region in its view
-    flip: bool = True  # each view's embedding is averaged with its mirror image's
-    top_k: int = 5  # at most this many labels per image
-    min_score: float = 0.7  # a selected label's score (its best probability over the views) reaches this
-    # one object, one label: a label whose evidence (the regions where it reaches min_score) lies more than this
-    # fraction inside a better label's evidence is dropped; None = no such rule
-    max_overlap: float | None = 0.7
-    # then each selected label is checked against its own pseudo-mask (the labeler's, among the selected labels),
-    # this many times, the masks made anew among the labels kept (0 = never): a label stays when its mask region,
-    # classified alone like a region above, gives it at least verify_min_score
-    verify_rounds: int = 2
-    verify_min_score: float = 0.1
-    relabel_min_score: float | None = 0.9  # a mask region classified alone as another class this surely adds it
-    verify_min_area: float = 0.005  # a label whose mask is smaller (fraction of the image) cannot be checked: it stays
-    batch_size: int = 32  # views per encoder pass
+    region_scales: tuple[float, ...] = option((300.0, 800.0, 2000.0), help="Felzenszwalb scale per segmentation; "
+                                              "larger = bigger regions.")
+    region_sigma: float = option(0.8, help="Felzenszwalb's Gaussian pre-smoothing, pixels at region_size.")
+    region_min_size: int = option(30, help="Felzenszwalb's smallest region, pixels at region_size.")
+    region_size: int = option(64, help="Regions are found with the image's short side resized to this (px).")
+    min_area: float = option(0.02, help="Smaller regions (fraction of the image) are not classified.")
+    max_area: float = option(0.6, help="Nor larger ones (the whole image is classified anyway).")
+    fill: tuple[int, int, int] = option((128, 128, 128), help="RGB painted outside a region in its view.")
+    flip: bool = option(True, help="Each view's embedding is averaged with its mirror image's.")
+    top_k: int = option(5, help="Label-free: at most this many labels per image.")
+    min_score: float = option(0.7, help="Label-free: a selected label's score (its best probability over the views) "
+                              "reaches this (0-1).")
+    # one object, one label
+    max_overlap: float | None = option(0.7, help="Label-free: a label whose evidence (the regions where it reaches "
+                                       "min_score) lies more than this fraction inside a better label's evidence is "
+                                       "dropped (0-1; 1 or None = never).")
+    verify_rounds: int = option(2, help="Label-free: times each selected label is checked against its own "
+                                "pseudo-mask (the labeler's, among the selected labels; made anew among the labels "
+                                "kept each time; 0 = never): a label stays when its mask region, classified alone "
+                                "like a region, gives it at least verify_min_score.")
+    verify_min_score: float = option(0.1, help="The score a label's own mask region must give it to stay.")
+    relabel_min_score: float | None = option(0.9, help="A mask region classified alone as another class this surely "
+                                             "adds that class; None = never.")
+    verify_min_area: float = option(0.005, help="A label whose mask is smaller (fraction of the image) cannot be "
+                                    "checked: it stays.")
+    batch_size: int = option(32, help="Views per encoder pass.")
 
     def __post_init__(self) -> None:
         self.region_scales = tuple(float(v) for v in self.region_scales)

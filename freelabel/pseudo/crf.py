@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from freelabel.config import option
 from freelabel.errors import ConfigError
 
 BACKENDS = ("pydensecrf", "torch")
@@ -27,15 +28,17 @@ class CrfConfig:
     --coarse majority``, 40 points on the even-indexed half); they are not verified on real CLIP maps.
     """
 
-    backend: str = "pydensecrf"  # "pydensecrf" (exact, CPU) or "torch" (local window, batched, on the labeler's device)
-    iterations: int = 3  # mean-field iterations (3, 5 and 10 score alike on COCO; each costs time)
-    gaussian_sxy: float = 3.0  # spatial std of the smoothness kernel, pixels
-    gaussian_compat: float = 1.0  # weight of the smoothness kernel (0 = not used)
-    bilateral_sxy: float = 10.0  # spatial std of the appearance kernel, pixels
-    bilateral_srgb: float = 6.0  # colour std of the appearance kernel, 0-255 units
-    bilateral_compat: float = 3.0  # weight of the appearance kernel (0 = not used)
-    window: int = 9  # torch backend: neighbourhood side on the downsampled grid (odd)
-    downsample: int = 4  # torch backend: messages are passed on a grid this many times coarser
+    backend: str = option("pydensecrf", choices=BACKENDS, help="CRF implementation: pydensecrf (exact, CPU) or "
+                          "torch (local window, batched, on the labeler's device).")
+    # 3, 5 and 10 score alike on COCO; each costs time
+    iterations: int = option(3, help="Mean-field iterations.")
+    gaussian_sxy: float = option(3.0, help="Spatial std of the smoothness kernel (px).")
+    gaussian_compat: float = option(1.0, help="Weight of the smoothness kernel (0 = off).")
+    bilateral_sxy: float = option(10.0, help="Spatial std of the appearance kernel (px).")
+    bilateral_srgb: float = option(6.0, help="Colour std of the appearance kernel (0-255).")
+    bilateral_compat: float = option(3.0, help="Weight of the appearance kernel (0 = off).")
+    window: int = option(9, help="torch backend: neighbourhood side on the downsampled grid (odd).")
+    downsample: int = option(4, help="torch backend: messages are passed on a grid this many times coarser.")
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

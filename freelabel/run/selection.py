@@ -13,20 +13,21 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 from tqdm import tqdm
 
+from freelabel.cards import Preset, resolve_preset
 from freelabel.clip.loading import ClipConfig
+from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io import ImageReadError, prefetch_images, provenance, read_vocabulary, write_json
 from freelabel.io.images import MAX_PIXELS
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.labeler import Labeler
-from freelabel.cards import Preset, resolve_preset
 from freelabel.pseudo.select import LabelSelector
 from freelabel.run.folder import JobFolder, failure, image_names
 from freelabel.run.masks import Inputs, label_inputs
@@ -39,13 +40,16 @@ LABELS = "labels.json"  # image -> selected labels, the input format of `generat
 class ClassifyConfig:
     """Everything that decides the selected labels; saved in the manifest beside them."""
 
-    clip: ClipConfig = field(default_factory=ClipConfig)  # which CLIP scores the labels
-    preset: str | None = None  # preset file or "default"; None = the model's own (its "selection" settings)
-    overrides: dict[str, Any] = field(default_factory=dict)  # SelectionConfig fields set on top of the preset's
-    # LabelerConfig fields over the preset's, for the pseudo-masks the selected labels are checked against
-    labeler_overrides: dict[str, Any] = field(default_factory=dict)
-    overwrite: bool = False  # redo every image, and rebind the folder to a new vocabulary or settings
-    max_pixels: int | None = MAX_PIXELS  # larger images are refused unread
+    clip: ClipConfig = option(default_factory=ClipConfig, help="Which CLIP scores the labels.")
+    preset: str | None = option(None, help="Preset JSON, or 'default'; None = the model's own (its selection "
+                                "settings).")
+    overrides: dict[str, Any] = option(default_factory=dict, help="SelectionConfig fields set on top of the "
+                                       "preset's.")
+    labeler_overrides: dict[str, Any] = option(default_factory=dict, help="LabelerConfig fields over the preset's, "
+                                               "for the pseudo-masks the selected labels are checked against.")
+    overwrite: bool = option(False, help="Redo every image, and rebind the folder to a new vocabulary or settings; "
+                             "needed to reuse a folder.")
+    max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread (decompression bombs).")
 
     def settings(self) -> tuple[SelectionConfig, LabelerConfig]:
         """The preset's selection settings with ``overrides`` on top, and its labeler settings (for the masks the

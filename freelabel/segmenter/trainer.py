@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import torch
 
 from freelabel.cards import model_card
 from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
+from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.files import provenance, read_json, read_jsonl
 from freelabel.io.images import MAX_PIXELS
@@ -52,35 +53,45 @@ PRECISIONS = ("auto", "fp32", "bf16")
 @dataclass
 class TrainConfig:
     """How the segmenter is trained. The field defaults are the library's; a model may ship its own
-    (``freelabel/segmenter/presets/<model>.json``, see ``train_preset``). Saved in ``run.json``."""
+    (the ``training`` section of its model card, ``freelabel.cards``). Saved in ``run.json``."""
 
-    clip: ClipConfig = field(default_factory=ClipConfig)  # whose image tower is the backbone, whose text tower names
-    architecture: str = "rankseg"  # a config in freelabel/segmenter/configs
-    top_k: int | None = None  # labels selected per image; None = the architecture's
-    rank_norm: bool | None = None  # rank-adaptive temperatures; None = the architecture's
-    images_dir: str | None = None  # the pseudo-masks' images; None = the folder their manifest names
-    epochs: int = 20  # passes over the training split; the learning-rate schedule spans them
-    max_minutes: float | None = None  # stop (with a saved state) after this much training time; None = no limit
-    batch_size: int = 16  # images per optimiser step, over all processes
-    lr: float = 3e-4  # peak AdamW learning rate of the decoder and heads
-    backbone_lr_scale: float = 0.1  # the CLIP tower's learning rate relative to lr; 0 = frozen
-    weight_decay: float = 0.05  # AdamW weight decay on matrices
-    warmup_fraction: float = 0.05  # share of the steps spent warming the learning rate up linearly
-    grad_clip: float = 1.0  # gradient norm clip; 0 = none
-    input_size: int | None = None  # short side of images in training and prediction; None = the CLIP's size
-    crop_size: int | None = None  # side of the square training crops; None = input_size
-    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescaling of the short side around input_size
-    multilabel_weight: float = 5.0  # weight of the multi-label (asymmetric) loss against the pixel loss
-    given_labels_fraction: float = 0.5  # share of images trained as `predict --labels` sees them: candidates are
-    # the labels of their mask; the rest rank the whole vocabulary (`predict` without labels)
-    holdout_labels: tuple[str, ...] = ()  # labels left out of training: removed from the vocabulary, pixels ignored
-    val_fraction: float = 0.1  # images held out of training to validate against their pseudo-masks
-    val_masks: str | None = None  # a folder of real masks (same names, classes.txt) to validate against as well
-    precision: str = "auto"  # fp32, bf16 (autocast) or auto (bf16 on GPU, fp32 on CPU)
-    workers: int = 2  # data-loading processes per training process
-    checkpoint_minutes: float = 10.0  # save the training state at least this often (and at every epoch end)
-    seed: int = 0  # data split, order, augmentation and head initialisation
-    max_pixels: int | None = MAX_PIXELS  # larger images are refused unread
+    clip: ClipConfig = option(default_factory=ClipConfig, help="Whose image tower is the backbone, whose text tower "
+                              "names the labels.")
+    architecture: str = option("rankseg", help="Segmenter architecture: a config in freelabel/segmenter/configs.")
+    top_k: int | None = option(None, help="Labels selected per image; None = the architecture's.")
+    rank_norm: bool | None = option(None, help="Rank-adaptive temperatures; None = the architecture's.")
+    images_dir: str | None = option(None, flag="--images", path="existing-folder", help="The pseudo-masks' images; "
+                                    "None = the folder their manifest names.")
+    epochs: int = option(20, help="Passes over the training split; the learning-rate schedule spans them.")
+    max_minutes: float | None = option(None, help="Stop (with a saved state, resumable) after this much training "
+                                       "time; None = no limit.")
+    batch_size: int = option(16, help="Images per optimiser step, over all processes.")
+    lr: float = option(3e-4, help="Peak AdamW learning rate of the decoder and heads.")
+    backbone_lr_scale: float = option(0.1, help="The CLIP tower's learning rate relative to lr; 0 = frozen.")
+    weight_decay: float = option(0.05, help="AdamW weight decay on matrices.")
+    warmup_fraction: float = option(0.05, help="Share of the steps spent warming the learning rate up linearly.")
+    grad_clip: float = option(1.0, help="Gradient norm clip; 0 = none.")
+    input_size: int | None = option(None, help="Short side of images in training and prediction; None = the CLIP's "
+                                    "size.")
+    crop_size: int | None = option(None, help="Side of the square training crops; None = input_size.")
+    scale_range: tuple[float, float] = option((0.5, 2.0), help="Random rescaling of the short side around "
+                                              "input_size, e.g. '0.5,2'.")
+    multilabel_weight: float = option(5.0, help="Weight of the multi-label (asymmetric) loss against the pixel loss.")
+    given_labels_fraction: float = option(0.5, help="Share of images trained as `predict --labels` sees them "
+                                          "(candidates: the labels of their mask); the rest rank the whole "
+                                          "vocabulary (`predict` without labels).")
+    holdout_labels: tuple[str, ...] = option((), help="Labels left out of training (removed from the vocabulary, "
+                                             "pixels ignored), e.g. 'cat,dog'.")
+    val_fraction: float = option(0.1, help="Images held out of training to validate against their pseudo-masks.")
+    val_masks: str | None = option(None, path="existing-folder", help="A folder of real masks (same names, "
+                                   "classes.txt) to validate against as well.")
+    precision: str = option("auto", choices=PRECISIONS, help="fp32, bf16 (autocast) or auto (bf16 on GPU, fp32 on "
+                            "CPU).")
+    workers: int = option(2, help="Data-loading processes per training process.")
+    checkpoint_minutes: float = option(10.0, help="Save the training state at least this often (and at every epoch "
+                                       "end).")
+    seed: int = option(0, help="Data split, order, augmentation and head initialisation seed.")
+    max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread; None = no limit.")
 
     def __post_init__(self) -> None:
         if isinstance(self.clip, dict):

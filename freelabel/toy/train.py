@@ -23,6 +23,7 @@ from open_clip.loss import ClipLoss
 from tqdm import tqdm
 
 from freelabel.clip.loading import TOY_MODEL, LoadedClip
+from freelabel.config import option
 from freelabel.errors import ConfigError
 from freelabel.io import atomic_path, provenance
 from freelabel.optim import param_groups, warmup_cosine
@@ -35,23 +36,26 @@ from freelabel.training import HookBase, TimeBudget, TrainerBase
 class ToyClipTrainConfig:
     """How the toy CLIP is trained. Defaults reproduce the committed weights."""
 
-    model: str = TOY_MODEL  # open_clip model name (its config decides the architecture)
-    seed: int = 0  # scene stream used for training, and the torch seed
-    val_seed: int = 1  # scene stream for the validation curve (never used for training)
-    pool_size: int = 40_000  # scenes rendered before training; each is also seen mirrored
-    single_object_fraction: float = 0.5  # share of pool scenes with one object (the rest have 1-4)
-    omit_colour_prob: float = 0.5  # chance an object is captioned without its colour ("a striped circle")
-    batch_size: int = 128  # images (and captions) per contrastive step
-    lr: float = 1e-3  # peak AdamW learning rate
-    weight_decay: float = 0.1  # AdamW weight decay on matrices (not on gains, biases, embeddings)
-    warmup_fraction: float = 0.03  # share of the budget spent warming the learning rate up linearly
-    budget_minutes: float = 45.0  # wall-clock training time; the cosine schedule is laid over it
-    eval_every_minutes: float = 1.0  # how often the validation curve gets a point
-    val_scenes: int = 300  # single-object validation scenes per curve point
-    render_workers: int = 2  # processes rendering the pool
-    threads: int = 2  # torch threads for training
-    mimetic_init: bool = True  # initialise attention as trained ViTs look (Trockman & Kolter, 2023)
-    supervised_minutes: float = 3.0  # first part of the budget: the image tower alone learns the 18 classes
+    model: str = option(TOY_MODEL, help="open_clip model name (its config decides the architecture).")
+    seed: int = option(0, help="Scene stream used for training, and the torch seed.")
+    val_seed: int = option(1, help="Scene stream for the validation curve (never used for training).")
+    pool_size: int = option(40_000, help="Scenes rendered before training; each is also seen mirrored.")
+    single_object_fraction: float = option(0.5, help="Share of pool scenes with one object (the rest have 1-4).")
+    omit_colour_prob: float = option(0.5, help="Chance an object is captioned without its colour ('a striped "
+                                     "circle').")
+    batch_size: int = option(128, help="Images (and captions) per contrastive step.")
+    lr: float = option(1e-3, help="Peak AdamW learning rate.")
+    weight_decay: float = option(0.1, help="AdamW weight decay on matrices (not on gains, biases, embeddings).")
+    warmup_fraction: float = option(0.03, help="Share of the budget spent warming the learning rate up linearly.")
+    budget_minutes: float = option(45.0, flag="--minutes", help="Wall-clock training time; the cosine schedule is "
+                                   "laid over it.")
+    eval_every_minutes: float = option(1.0, help="How often the validation curve gets a point.")
+    val_scenes: int = option(300, help="Single-object validation scenes per curve point.")
+    render_workers: int = option(2, help="Processes rendering the pool.")
+    threads: int = option(2, help="Torch threads for training.")
+    mimetic_init: bool = option(True, help="Initialise attention as trained ViTs look (Trockman & Kolter, 2023).")
+    supervised_minutes: float = option(3.0, help="First part of the budget: the image tower alone learns the 18 "
+                                       "classes.")
 
     def __post_init__(self) -> None:
         if not self.budget_minutes > 0 or self.pool_size < 1 or self.batch_size < 1:

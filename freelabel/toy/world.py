@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from freelabel.config import option
 from freelabel.errors import ConfigError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -66,17 +67,19 @@ def class_by_name(name: str) -> ToyClass:
 class ToyWorldConfig:
     """How toy scenes and clips are drawn. The defaults are the world the project measures itself in."""
 
-    image_size: int = 64  # side of the square image in pixels
-    min_objects: int = 1  # fewest labelled objects per scene
-    max_objects: int = 4  # most labelled objects per scene
-    object_scale: tuple[float, float] = (0.28, 0.55)  # object diameter as a fraction of the image side
-    min_visible: float = 0.45  # an occluded object keeps at least this fraction of its own pixels
-    max_rotation_deg: float = 15.0  # objects are drawn upright, turned by up to this many degrees either way
-    distractor_prob: float = 0.3  # chance of one out-of-vocabulary object (its pixels stay background)
-    pixel_noise: float = 4.0  # std of Gaussian noise added to every pixel (0-255 scale)
-    clip_frames: int = 24  # frames per clip
-    clip_scale_change: float = 0.3  # an object's size changes by up to this fraction over a clip
-    clip_travel: float = 0.45  # an object's centre travels up to this fraction of the image side over a clip
+    image_size: int = option(64, flag="--size", help="Side of the square image in pixels.")
+    min_objects: int = option(1, help="Fewest labelled objects per scene.")
+    max_objects: int = option(4, help="Most labelled objects per scene.")
+    object_scale: tuple[float, float] = option((0.28, 0.55), help="Object diameter as a fraction of the image side.")
+    min_visible: float = option(0.45, help="An occluded object keeps at least this fraction of its own pixels.")
+    max_rotation_deg: float = option(15.0, help="Objects are drawn upright, turned by up to this many degrees either "
+                                     "way.")
+    distractor_prob: float = option(0.3, help="Chance of one out-of-vocabulary object (its pixels stay background).")
+    pixel_noise: float = option(4.0, help="Std of Gaussian noise added to every pixel (0-255 scale).")
+    clip_frames: int = option(24, flag="--frames", help="Frames per clip.")
+    clip_scale_change: float = option(0.3, help="An object's size changes by up to this fraction over a clip.")
+    clip_travel: float = option(0.45, help="An object's centre travels up to this fraction of the image side over a "
+                                "clip.")
 
     def __post_init__(self) -> None:
         if self.image_size < 16:

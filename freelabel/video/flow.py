@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from freelabel.config import option
 from freelabel.errors import ConfigError
 from freelabel.io.images import check_rgb
 
@@ -19,9 +20,11 @@ DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DI
 class FlowConfig:
     """How dense optical flow between two frames is computed."""
 
-    method: str = "dis"  # "dis" (OpenCV's Dense Inverse Search) or "farneback"
-    dis_preset: str = "medium"  # DIS speed/quality preset: ultrafast, fast or medium
-    working_size: int | None = 480  # flow is computed with the frames' short side at most this (px); None = full size
+    method: str = option("dis", flag="--flow", choices=METHODS, help="Optical flow method: dis (OpenCV's Dense "
+                         "Inverse Search) or farneback.")
+    dis_preset: str = option("medium", choices=tuple(DIS_PRESETS), help="DIS speed/quality preset.")
+    working_size: int | None = option(480, flag="--flow-size", help="Flow is computed with the frames' short side at "
+                                      "most this (px); None = full size.")
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -8,13 +8,14 @@ out of the chain it failed in; where both chains dropped it, or the blend is not
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from freelabel.config import option
 from freelabel.errors import ConfigError
 from freelabel.io.masks import IGNORE_INDEX
 from freelabel.pseudo.crf import CrfConfig, refine
@@ -25,17 +26,19 @@ from freelabel.video.flow import FlowConfig, OpticalFlow
 class PropagationConfig:
     """How masks travel between key frames."""
 
-    flow: FlowConfig = field(default_factory=FlowConfig)  # optical flow between consecutive frames
-    consistency_alpha: float = 0.01  # forward-backward check: |f + b|^2 < alpha (|f|^2 + |b|^2) + beta
-    consistency_beta: float = 0.5  # (Sundaram et al., 2010), in pixels^2
-    min_confidence: float = 0.5  # blended pixels whose top probability is below this become 255
-    # pixels that no chain reaches validly: None = 255; a number = the blend of the chains regardless of the check,
-    # kept where its top probability reaches this (i.e. where the key frames on both sides agree), else 255.
+    flow: FlowConfig = option(default_factory=FlowConfig, help="Optical flow between consecutive frames.")
+    consistency_alpha: float = option(0.01, help="Forward-backward check: |f + b|^2 < alpha (|f|^2 + |b|^2) + beta.")
+    consistency_beta: float = option(0.5, help="Beta of the forward-backward check (Sundaram et al., 2010), in "
+                                     "pixels^2.")
+    min_confidence: float = option(0.5, help="Propagated pixels whose top probability is below this become 255.")
     # 0.6 was chosen on toy clips, never on the real clips that only report (figures: docs/results.md, "Video")
-    flagged_min_confidence: float | None = 0.6
-    # a dense CRF on each propagated frame's blended probabilities and its own pixels, to snap boundaries to that
-    # frame's edges (before the confidence rules above); None = the blend as it is
-    crf: CrfConfig | None = None
+    flagged_min_confidence: float | None = option(0.6, help="Pixels that no chain reaches validly (failing the flow "
+                                                  "check on every side) keep the blend of the chains where its top "
+                                                  "probability reaches this (the key frames agree), else 255; None "
+                                                  "= always 255.")
+    crf: CrfConfig | None = option(None, help="A dense CRF on each propagated frame's blended probabilities and its "
+                                   "own pixels, to snap boundaries to that frame's edges (before the confidence "
+                                   "rules above); None = the blend as it is.")
 
     def __post_init__(self) -> None:
         if isinstance(self.flow, dict):
