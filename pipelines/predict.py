@@ -4,7 +4,6 @@ resume and error rules), so ``freelabel evaluate`` and later tools read them unc
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,9 +12,9 @@ from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.labels import LabelError, check_label, read_label_vocabulary
 from freelabel.io.masks import IGNORE_INDEX
-from freelabel.run.folder import check_out_dir, image_names
+from freelabel.run.folder import image_names
 from freelabel.run.masks import FolderOptions, Inputs, MaskFolder, read_inputs
-from freelabel.segmenter.checkpoint import MODEL, read_run
+from freelabel.segmenter.checkpoint import MODEL, file_digest, read_run
 from freelabel.segmenter.predictor import Segmenter
 
 
@@ -60,17 +59,17 @@ def predict(run_dir: str | Path, images_dir: str | Path, out: str | Path, labels
     config = config or PredictConfig()
     run_dir, images_dir, out = Path(run_dir), Path(images_dir), Path(out)
     run = read_run(run_dir)
-    check_out_dir(images_dir, out)
     extra = read_label_vocabulary(config.vocab) if config.vocab else []
     try:
         extra = [check_label(label) for label in extra]
     except LabelError as error:
         raise FreelabelError(f"{config.vocab}: {error}") from None
     vocabulary = list(dict.fromkeys([*run["vocabulary"], *extra]))
-    inputs = read_inputs(images_dir, labels_spec) if labels_spec else _vocabulary_inputs(images_dir, vocabulary)
-    digest = hashlib.sha256((run_dir / MODEL).read_bytes()).hexdigest()
+    inputs = (read_inputs(images_dir, labels_spec) if labels_spec is not None
+              else _vocabulary_inputs(images_dir, vocabulary))
+    digest = file_digest(run_dir / MODEL)
     settings = {"run": str(run_dir.resolve()), "model_sha256": digest, "top_k": config.top_k,
-                "vocabulary": None if labels_spec else vocabulary, "save_scores": config.save_scores,
+                "vocabulary": None if labels_spec is not None else vocabulary, "save_scores": config.save_scores,
                 "max_pixels": config.max_pixels}
     folder = MaskFolder(images_dir, inputs, out, settings,
                         FolderOptions(config.save_scores, config.overwrite, config.max_pixels))

@@ -10,6 +10,7 @@ journal, manifest, errors, resume to the same bytes), one mask per frame.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,8 +31,12 @@ from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.run.folder import JobFolder, failure
 from freelabel.run.model import load_image_segmenter
+from freelabel.segmenter.checkpoint import MODEL, file_digest, read_run
 from freelabel.video.frames import Frame, frame_names, is_video, read_frames
 from freelabel.video.propagate import PropagationConfig, Propagator, one_hot
+
+
+SIZE_VOTES = 5  # the first readable frames whose most common size is the clip's
 
 
 @dataclass
@@ -75,24 +80,34 @@ def _gaps(frames: Iterator[Frame], is_key: Callable[[Frame, bool], bool], failed
           ) -> Iterator[list[Frame]]:
     """Cut the readable frames into gaps: each from one key frame (or the clip's start) to the next (or the clip's
     end), both ends included, so consecutive gaps share their key frame. Unreadable frames and frames of another
-    size than the first are reported through ``failed`` and left out. ``is_key(frame, is_last)``."""
+    size than the clip's are reported through ``failed`` and left out. ``is_key(frame, is_last)``."""
     gap: list[Frame] = []
-    size = None
     pending: Frame | None = None
 
+    def of_size(batch: list[Frame], size: tuple[int, ...]) -> Iterator[Frame]:
+        for frame in batch:
+            if frame.pixels.shape == size:
+                yield frame
+            else:
+                failed(frame, f"{frame.name} is {frame.pixels.shape[1]}x{frame.pixels.shape[0]}, the clip's frames "
+                              f"{size[1]}x{size[0]}")
+
     def readable() -> Iterator[Frame]:
-        nonlocal size
+        # the clip's frame size is the most common among its first SIZE_VOTES readable frames (the earliest on a
+        # tie): one odd first frame fails alone, not the clip
+        size, first = None, []
         for frame in frames:
             if isinstance(frame.pixels, ImageReadError):
                 failed(frame, str(frame.pixels))
-                continue
-            if size is None:
-                size = frame.pixels.shape
-            if frame.pixels.shape != size:
-                failed(frame, f"{frame.name} is {frame.pixels.shape[1]}x{frame.pixels.shape[0]}, the clip's first "
-                              f"frame {size[1]}x{size[0]}")
-                continue
-            yield frame
+            elif size is not None:
+                yield from of_size([frame], size)
+            else:
+                first.append(frame)
+                if len(first) == SIZE_VOTES:
+                    size = Counter(f.pixels.shape for f in first).most_common(1)[0][0]
+                    yield from of_size(first, size)
+        if size is None and first:  # a clip shorter than SIZE_VOTES frames
+            yield from of_size(first, Counter(f.pixels.shape for f in first).most_common(1)[0][0])
 
     for frame in readable():
         if pending is not None:
@@ -115,55 +130,57 @@ def _propagate(frames_path: Path, out: Path, classes: list[str], folder: JobFold
                config: VideoConfig, is_key: Callable[[Frame, bool], bool], key_of: Callable[[Frame], _Key]) -> dict:
     """The loop shared by both modes, on a checked ``folder``: stream the frames gap by gap, skip gaps whose frames
     are all done, propagate the others, journal every frame, rebuild the manifest and errors."""
-    folder.open(classes)
-    propagator = Propagator(config.propagation)
-    started = time.monotonic()
-    keys: dict[str, _Key | None] = {}  # this gap's key frames (None: failed), the last one kept for the next gap
-    skipped: set[str] = set()
+    with folder.open(classes):
+        propagator = Propagator(config.propagation)
+        started = time.monotonic()
+        keys: dict[str, _Key | None] = {}  # this gap's key frames (None: failed), the last one kept for the next gap
+        skipped: set[str] = set()
 
-    def failed(frame: Frame, reason: str) -> None:
-        folder.record(frame.name, failure("read", reason))
+        def failed(frame: Frame, reason: str) -> None:
+            folder.record(frame.name, failure("read", reason))
 
-    def done(frame: Frame) -> bool:
-        return folder.done(frame.name, [out / Path(frame.name).with_suffix(".png")])
+        def done(frame: Frame) -> bool:
+            return folder.done(frame.name, [out / Path(frame.name).with_suffix(".png")])
 
-    for gap in _gaps(read_frames(frames_path, config.max_pixels), is_key, failed):
-        if all(done(frame) for frame in gap):
-            skipped.update(frame.name for frame in gap)
-            keys = {}
-            continue
-        for frame in [f for f in (gap[0], gap[-1])[:len(gap)] if is_key(f, f is gap[-1])]:
-            if frame.name in keys:
+        for gap in _gaps(read_frames(frames_path, config.max_pixels), is_key, failed):
+            if all(done(frame) for frame in gap):
+                skipped.update(frame.name for frame in gap)
+                keys = {}
                 continue
-            try:
-                keys[frame.name] = key_of(frame)
-            except (FreelabelError, ValueError, RuntimeError, MemoryError) as error:  # this key frame, not the run
-                keys[frame.name] = None
-                folder.record(frame.name, failure("key frame", f"{type(error).__name__}: {error}"))
-                continue
-            if not done(frame):
-                folder.record(frame.name, _write_frame(out, frame, keys[frame.name].mask, True))
-        first = keys.get(gap[0].name) if is_key(gap[0], gap[0] is gap[-1]) else None
-        last = keys.get(gap[-1].name) if len(gap) > 1 and is_key(gap[-1], True) else None
-        if first is None and last is None:  # no usable key frame on either side
-            for frame in gap:
-                if frame.name not in keys:
-                    failed(frame, "no key frame to propagate from")
-        else:  # a key frame that failed is propagated to like any other frame
-            results = propagator.between([frame.pixels for frame in gap], first.probabilities if first else None,
-                                         last.probabilities if last else None)
-            start, end = (1 if first else 0), (len(gap) - 1 if last else len(gap))
-            for frame, (_, mask) in zip(gap[start:end], results):
-                folder.record(frame.name, _write_frame(out, frame, mask, False))
-        keys = {gap[-1].name: keys[gap[-1].name]} if gap[-1].name in keys else {}
-    counts = folder.counts
-    manifest = {**manifest, "classes": classes, **provenance(),
-                "summary": {"done": counts["done"], "skipped": len(skipped), "failed": counts["failed"],
-                            "key_frames": sum(1 for e in folder.entries.values() if e.get("key")),
-                            "seconds": round(time.monotonic() - started, 1)}}
-    video = is_video(frames_path)
-    folder.write_records(manifest, folder.status(),
-                         lambda name: f"{frames_path}#{name}" if video else str(frames_path / name))
+            for frame in [f for f in (gap[0], gap[-1])[:len(gap)] if is_key(f, f is gap[-1])]:
+                if frame.name in keys:
+                    continue
+                try:
+                    keys[frame.name] = key_of(frame)
+                except (FreelabelError, ValueError, RuntimeError, MemoryError) as error:  # this key frame, not the run
+                    keys[frame.name] = None
+                    folder.record(frame.name, failure("key frame", f"{type(error).__name__}: {error}"))
+                    continue
+                if not done(frame):
+                    folder.record(frame.name, _write_frame(out, frame, keys[frame.name].mask, True))
+            first = keys.get(gap[0].name) if is_key(gap[0], gap[0] is gap[-1]) else None
+            last = keys.get(gap[-1].name) if len(gap) > 1 and is_key(gap[-1], True) else None
+            if first is None and last is None:  # no usable key frame on either side
+                for frame in gap:
+                    if frame.name not in keys:
+                        failed(frame, "no key frame to propagate from")
+            else:
+                results = propagator.between([frame.pixels for frame in gap], first.probabilities if first else None,
+                                             last.probabilities if last else None)
+                start, end = (1 if first else 0), (len(gap) - 1 if last else len(gap))
+                for frame, (_, mask) in zip(gap[start:end], results):
+                    if frame.name in keys:  # a key frame that failed stays failed (its mask was unusable)
+                        continue
+                    folder.record(frame.name, _write_frame(out, frame, mask, False))
+            keys = {gap[-1].name: keys[gap[-1].name]} if gap[-1].name in keys else {}
+        counts = folder.counts
+        manifest = {**manifest, "classes": classes, **provenance(),
+                    "summary": {"done": counts["done"], "skipped": len(skipped), "failed": counts["failed"],
+                                "key_frames": sum(1 for e in folder.entries.values() if e.get("key")),
+                                "seconds": round(time.monotonic() - started, 1)}}
+        video = is_video(frames_path)
+        folder.write_records(manifest, folder.status(),
+                             lambda name: f"{frames_path}#{name}" if video else str(frames_path / name))
     if config.overlay:
         write_overlay(frames_path, out, config.max_pixels)
     return manifest
@@ -194,12 +211,17 @@ def propagate_masks(frames_path: str | Path, key_masks: str | Path, out: str | P
         if mask.shape != frame.pixels.shape[:2]:
             raise FreelabelError(f"key mask of {frame.name} is {mask.shape[1]}x{mask.shape[0]}, its frame "
                                  f"{frame.pixels.shape[1]}x{frame.pixels.shape[0]}")
+        unknown = sorted(set(np.unique(mask).tolist()) - {*range(len(classes)), IGNORE_INDEX})
+        if unknown:
+            raise FreelabelError(f"key mask of {frame.name} holds values {unknown[:5]} that "
+                                 f"{key_masks / 'classes.txt'} does not name (0-{len(classes) - 1}, "
+                                 f"{IGNORE_INDEX} = ignore)")
         return _Key(one_hot(mask, len(classes)), mask)
 
     settings = {"mode": "key_masks", "key_masks": str(key_masks.resolve()),
                 "propagation": asdict(config.propagation), "max_pixels": config.max_pixels}
     folder = JobFolder(out, {"classes": classes, "settings": settings, "key_frames": sorted(available)},
-                       config.overwrite)
+                       config.overwrite, {"frames": frames_path, "key mask folder": key_masks})
     manifest = {"config": asdict(config), "frames": str(frames_path), "key_masks": str(key_masks)}
     return _propagate(frames_path, out, classes, folder, manifest, config, is_key, key_of)
 
@@ -218,7 +240,9 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
         raise FreelabelError(f"{labels_spec}: {error}") from None
     classes = ["background", *labels]
     if config.checkpoint:
-        settings: dict[str, Any] = {"checkpoint": str(Path(config.checkpoint).resolve())}
+        read_run(config.checkpoint)  # a folder without a trained segmenter is refused before anything is written
+        settings: dict[str, Any] = {"checkpoint": str(Path(config.checkpoint).resolve()),
+                                    "model_sha256": file_digest(Path(config.checkpoint) / MODEL)}
         labeler_config: LabelerConfig | None = None
         crf: CrfConfig | None = CrfConfig()
     else:
@@ -229,7 +253,8 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
     config = replace(config, propagation=replace(config.propagation, crf=crf if config.refine else None))
     settings.update(mode="labels", key_interval=config.key_interval, propagation=asdict(config.propagation),
                     max_pixels=config.max_pixels)
-    folder = JobFolder(out, {"classes": classes, "settings": settings}, config.overwrite)  # before the model loads
+    folder = JobFolder(out, {"classes": classes, "settings": settings}, config.overwrite,  # before the model loads
+                       {"frames": frames_path})
     model = load_image_segmenter(config.checkpoint, config.clip, labeler_config)
     model.prepare_labels(labels)
 

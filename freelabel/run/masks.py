@@ -101,7 +101,7 @@ class MaskFolder:
         image_labels.update({name: None for name in [*inputs.problems, *inputs.unlabelled]})
         labels_hash = hashlib.sha256(json.dumps(image_labels, sort_keys=True).encode()).hexdigest()
         self.folder = JobFolder(out, {"classes": inputs.classes, "image_labels": labels_hash, "settings": settings},
-                                options.overwrite)
+                                options.overwrite, {"image folder": images_dir})
 
     def run(self, make_model: Callable[[], ImageSegmenter], manifest: Mapping[str, Any],
             engine: Engine | None = None) -> dict:
@@ -113,32 +113,32 @@ class MaskFolder:
         this same model back when it runs the jobs in this process. Returns the manifest."""
         make_model = functools.cache(make_model)
         model = make_model()
-        self.folder.open(self.inputs.classes)
-        jobs, skipped = [], 0
-        for name, labels in self.inputs.labels.items():
-            job = ImageJob(name, self.images_dir / name, labels, self.out / Path(name).with_suffix(".png"),
-                           self.out / "scores" / Path(name).with_suffix(".npz") if self.options.save_scores else None)
-            if self.folder.done(name, job.outputs()):
-                skipped += 1
-            else:
-                jobs.append(job)
-        manifest = {**manifest, "classes": self.inputs.classes, **provenance()}
-        started = time.monotonic()
-        # the labels still needed, in batches, once (a resumed run does not re-encode a finished vocabulary)
-        model.prepare_labels(list(dict.fromkeys(label for job in jobs for label in job.labels)))
-        text_seconds = time.monotonic() - started
-        started = time.monotonic()
-        engine = engine or LocalEngine()
-        for job, entry in engine.run(make_model, jobs, self.inputs.classes, self.options.max_pixels):
-            self.folder.record(job.name, entry)
-            if self.folder.counts["done"] % MANIFEST_EVERY == 0 and entry["status"] == "done":
-                self._write_records(manifest)
-        counts = self.folder.counts
-        manifest["summary"] = {"done": counts["done"], "skipped": skipped + len(self.inputs.unlabelled),
-                               "failed": counts["failed"] + len(self.inputs.problems),
-                               "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}
-        self._write_records(manifest)
-        return manifest
+        with self.folder.open(self.inputs.classes):
+            jobs, skipped = [], 0
+            for name, labels in self.inputs.labels.items():
+                job = ImageJob(name, self.images_dir / name, labels, self.out / Path(name).with_suffix(".png"),
+                               self.out / "scores" / Path(name).with_suffix(".npz") if self.options.save_scores else None)
+                if self.folder.done(name, job.outputs()):
+                    skipped += 1
+                else:
+                    jobs.append(job)
+            manifest = {**manifest, "classes": self.inputs.classes, **provenance()}
+            started = time.monotonic()
+            # the labels still needed, in batches, once (a resumed run does not re-encode a finished vocabulary)
+            model.prepare_labels(list(dict.fromkeys(label for job in jobs for label in job.labels)))
+            text_seconds = time.monotonic() - started
+            started = time.monotonic()
+            engine = engine or LocalEngine()
+            for job, entry in engine.run(make_model, jobs, self.inputs.classes, self.options.max_pixels):
+                self.folder.record(job.name, entry)
+                if self.folder.counts["done"] % MANIFEST_EVERY == 0 and entry["status"] == "done":
+                    self._write_records(manifest)
+            counts = self.folder.counts
+            manifest["summary"] = {"done": counts["done"], "skipped": skipped + len(self.inputs.unlabelled),
+                                   "failed": counts["failed"] + len(self.inputs.problems),
+                                   "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}
+            self._write_records(manifest)
+            return manifest
 
     def _write_records(self, manifest: Mapping[str, Any]) -> None:
         """Rebuild ``manifest.json`` and ``errors.jsonl`` from the journal and the per-image label checks."""

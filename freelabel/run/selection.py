@@ -107,28 +107,29 @@ def select_folder(images_dir: Path, vocabulary_spec: str, out: Path, config: Cla
                 "labeler": labeler_config.to_dict(),
                 "vocabulary": hashlib.sha256(json.dumps(vocabulary).encode()).hexdigest(),
                 "max_pixels": config.max_pixels}
-    folder = JobFolder(out, {"classes": [], "image_labels": None, "settings": settings}, config.overwrite)
+    folder = JobFolder(out, {"classes": [], "image_labels": None, "settings": settings}, config.overwrite,
+                       {"image folder": images_dir})
     labeler = make_labeler()  # before the folder is made: a failed load leaves no trace
-    folder.open(None)
-    todo = [name for name in names if not folder.done(name, ())]
-    selector = LabelSelector(labeler, selection)
-    started = time.monotonic()
-    selector.set_vocabulary(vocabulary)
-    text_seconds, started = time.monotonic() - started, time.monotonic()
-    images = prefetch_images([images_dir / name for name in todo], max_pixels=config.max_pixels)
-    for name, (_, image) in tqdm(zip(todo, images), total=len(todo), desc="selecting labels", unit="image",
-                                 disable=None):
-        folder.record(name, image_entry(selector, image))
-    journaled = folder.status()
-    status = {name: journaled[name] for name in names if name in journaled}
-    counts = folder.counts
-    manifest = {"config": asdict(config), "selection": selection.to_dict(), "labeler": labeler_config.to_dict(),
-                "images_dir": str(images_dir), "vocabulary": vocabulary_spec, "classes": len(vocabulary),
-                "model": labeler.clip.pretrained, **provenance(),
-                "summary": {"done": counts["done"], "skipped": len(names) - len(todo), "failed": counts["failed"],
-                            "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}}
-    write_json(out / LABELS, selected_labels(status))
-    folder.write_records(manifest, status, lambda name: str(images_dir / name))
+    with folder.open(None):
+        todo = [name for name in names if not folder.done(name, ())]
+        selector = LabelSelector(labeler, selection)
+        started = time.monotonic()
+        selector.set_vocabulary(vocabulary)
+        text_seconds, started = time.monotonic() - started, time.monotonic()
+        images = prefetch_images([images_dir / name for name in todo], max_pixels=config.max_pixels)
+        for name, (_, image) in tqdm(zip(todo, images), total=len(todo), desc="selecting labels", unit="image",
+                                     disable=None):
+            folder.record(name, image_entry(selector, image))
+        journaled = folder.status()
+        status = {name: journaled[name] for name in names if name in journaled}
+        counts = folder.counts
+        manifest = {"config": asdict(config), "selection": selection.to_dict(), "labeler": labeler_config.to_dict(),
+                    "images_dir": str(images_dir), "vocabulary": vocabulary_spec, "classes": len(vocabulary),
+                    "model": labeler.clip.pretrained, **provenance(),
+                    "summary": {"done": counts["done"], "skipped": len(names) - len(todo), "failed": counts["failed"],
+                                "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}}
+        write_json(out / LABELS, selected_labels(status))
+        folder.write_records(manifest, status, lambda name: str(images_dir / name))
     return {**manifest, "images": status}
 
 

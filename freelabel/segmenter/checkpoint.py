@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,15 @@ def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
             state.setdefault(int(index), {})[key] = tensor.to(device)
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
     return position
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex): what binds an output folder to the weights that made it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_run(run_dir: Path, content: dict[str, Any]) -> None:

@@ -45,7 +45,8 @@ def is_video(path: Path) -> bool:
 
 def frame_names(path: str | Path) -> list[str] | None:
     """The names of a folder's frames (image paths relative to it, in sorted order), or None for a video file
-    (its frames are named as they are decoded). Raises ``FreelabelError`` for anything else."""
+    (its frames are named as they are decoded). Raises ``FreelabelError`` for anything else, and for a video file
+    OpenCV cannot open."""
     path = Path(path)
     if path.is_dir():
         names = [str(p) for p in list_images(path)]
@@ -53,6 +54,11 @@ def frame_names(path: str | Path) -> list[str] | None:
             raise FreelabelError(f"no frames (images) found below {path}")
         return names
     if is_video(path):
+        capture = cv2.VideoCapture(str(path))  # opened once here, so that a file that is no video fails before work
+        opened = capture.isOpened()
+        capture.release()
+        if not opened:
+            raise FreelabelError(f"cannot open the video {path} (unknown format or not a video)")
         return None
     raise FreelabelError(f"{path} is neither a folder of frames nor a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
 
