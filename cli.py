@@ -57,14 +57,17 @@ class UserError(click.ClickException):
 
 
 def _friendly_errors(command: Callable) -> Callable:
-    """Show freelabel's own errors as one ``Error:`` line, without a traceback."""
+    """Show freelabel's own errors as one ``Error:`` line, without a traceback (exit code 2, or the error's own:
+    ``RunStoppedError``'s 1)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except FreelabelError as error:
-            raise UserError(str(error)) from None
+            usage = UserError(str(error))
+            usage.exit_code = getattr(error, "exit_code", UserError.exit_code)  # 1: a run stopped partway
+            raise usage from None
 
     return wrapper
 

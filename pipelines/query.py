@@ -12,7 +12,7 @@ import numpy as np
 from freelabel.cards import resolve_preset
 from freelabel.clip.loading import ClipConfig
 from freelabel.config import option
-from freelabel.errors import FreelabelError
+from freelabel.errors import FreelabelError, RunStoppedError
 from freelabel.io import ImageReadError, provenance, read_image, write_image, write_json
 from freelabel.io.files import write_jsonl
 from freelabel.io.images import MAX_PIXELS
@@ -21,6 +21,7 @@ from freelabel.run.model import load_image_segmenter
 from freelabel.run.query import QueryResult, query
 
 QUERIES = "queries.jsonl"
+OVERLAY_TEXTS = 254  # the overlay's colours: palette indices 1-254 (0 is the image, 255 the ignore white)
 
 
 @dataclass
@@ -39,9 +40,10 @@ class QueryConfig:
 def query_image(image_path: str | Path, texts: Sequence[str], out: str | Path, config: QueryConfig | None = None
                 ) -> list[QueryResult]:
     """Answer ``texts`` on the image at ``image_path`` and write to ``out``: ``query<NN>.png`` per text (palette
-    PNG: 0 not, 1 the text, 255 not confident), ``overlay.png`` (every answered text's mask blended into the image
-    in palette colours, later texts over earlier, each named at its centre), ``queries.jsonl`` (per text: query,
-    mask file, area, mean score; or its error) and ``query.json`` (config, model, versions). Settings and the image
+    PNG: 0 not, 1 the text, 255 not confident), ``overlay.png`` (the first ``OVERLAY_TEXTS`` answered texts'
+    masks blended into the image in palette colours, later texts over earlier, each named at its centre; a text
+    beyond them says so in its line), ``queries.jsonl`` (per text: query, mask file, area, mean score; or its
+    error) and ``query.json`` (config, model, versions). Settings and the image
     are checked before the model loads. Returns the results in order."""
     config = config or QueryConfig()
     image_path, out = Path(image_path), Path(out)
@@ -56,18 +58,27 @@ def query_image(image_path: str | Path, texts: Sequence[str], out: str | Path, c
     results = query(load_image_segmenter(config.checkpoint, config.clip, labeler_config), image, texts)
     combined = np.zeros(image.shape[:2], np.uint8)
     records = []
-    for index, result in enumerate(results):
-        if result.error is not None:
-            records.append({"query": result.text, "error": result.error})
-            continue
-        name = f"query{index:02d}.png"
-        write_mask(out / name, result.mask)
-        combined[result.mask == 1] = index + 1
-        records.append({"query": result.text, "mask": name, "area": result.area, "mean_score": result.mean_score})
-    write_image(out / "overlay.png", _name_regions(blend_mask(image, combined), combined, results))
-    write_jsonl(out / QUERIES, records)
-    write_json(out / "query.json", {"config": asdict(config), "image": str(image_path), "texts": list(texts),
-                                    "labeler": labeler_config.to_dict() if labeler_config else None, **provenance()})
+    try:  # a full disk: one line, not a traceback
+        for index, result in enumerate(results):
+            if result.error is not None:
+                records.append({"query": result.text, "error": result.error})
+                continue
+            name = f"query{index:02d}.png"
+            write_mask(out / name, result.mask)
+            records.append({"query": result.text, "mask": name, "area": result.area,
+                            "mean_score": result.mean_score})
+            if index < OVERLAY_TEXTS:
+                combined[result.mask == 1] = index + 1
+            else:
+                records[-1]["overlay"] = f"not drawn: the overlay colours the first {OVERLAY_TEXTS} texts"
+        write_image(out / "overlay.png", _name_regions(blend_mask(image, combined), combined, results))
+        write_jsonl(out / QUERIES, records)
+        write_json(out / "query.json", {"config": asdict(config), "image": str(image_path), "texts": list(texts),
+                                        "labeler": labeler_config.to_dict() if labeler_config else None,
+                                        **provenance()})
+    except OSError as error:
+        raise RunStoppedError(f"cannot write the answers to {out} ({error}); free space, then run the command "
+                              "again") from None
     return results
 
 

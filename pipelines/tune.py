@@ -50,13 +50,20 @@ class TuneConfig:
 
 def labelled_images(images_dir: Path, masks_dir: Path, classes: list[str]) -> list[tuple[str, LabelledImage]]:
     """Images below ``images_dir`` that have a mask (same relative path, ``.png``) below ``masks_dir``, with the
-    classes present in the mask as labels; images with no labelled class are left out."""
+    classes present in the mask as labels; images with no labelled class are left out. A mask or image that
+    cannot be read, a mask of another size than its image or holding a class beyond ``classes`` raises
+    ``FreelabelError`` naming it."""
     pairs = []
     for relative in list_images(images_dir):
         mask_path = masks_dir / relative.with_suffix(".png")
         if not mask_path.is_file():
             continue
-        present = sorted(set(read_mask(mask_path).ravel().tolist()) - {0, IGNORE_INDEX})
+        mask = read_mask(mask_path)
+        image = read_image(images_dir / relative)  # read once here, so that a bad pair is named before the search
+        if mask.shape != image.shape[:2]:
+            raise FreelabelError(f"{mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image "
+                                 f"{images_dir / relative} is {image.shape[1]}x{image.shape[0]}")
+        present = sorted(set(mask.ravel().tolist()) - {0, IGNORE_INDEX})
         if present and present[-1] >= len(classes):
             raise FreelabelError(f"{mask_path} holds class {present[-1]}, beyond the {len(classes)} classes given")
         if present:

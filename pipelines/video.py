@@ -122,7 +122,10 @@ def _gaps(frames: Iterator[Frame], is_key: Callable[[Frame, bool], bool], failed
 
 
 def _write_frame(out: Path, frame: Frame, mask: np.ndarray, key: bool) -> dict[str, Any]:
-    write_mask(out / Path(frame.name).with_suffix(".png"), mask)
+    try:
+        write_mask(out / Path(frame.name).with_suffix(".png"), mask)
+    except OSError as error:  # e.g. a full disk: this frame, not the run
+        return failure("write", f"{type(error).__name__}: {error}")
     return {"status": "done", "key": key, "ignored_fraction": round(float((mask == IGNORE_INDEX).mean()), 4)}
 
 

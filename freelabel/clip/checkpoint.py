@@ -177,8 +177,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def _check_dtypes(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path,
                   description: str) -> None:
     """``IncompatibleWeightsError`` when a tensor's dtype family differs from the model's (float16 or bfloat16
-    weights for a float32 model are fine; int64 or bool ones are not)."""
-    wrong = [k for k in expected if _dtype_kind(state[k]) != _dtype_kind(expected[k])]
+    weights for a float32 model are fine; int64 or bool ones are not); tensors ``state`` lacks are not checked."""
+    wrong = [k for k in expected if k in state and _dtype_kind(state[k]) != _dtype_kind(expected[k])]
     if wrong:
         k = wrong[0]
         raise IncompatibleWeightsError(
@@ -240,5 +240,13 @@ def check_fits(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
                            f"{tuple(expected[k].shape)} in the model)")
         raise IncompatibleWeightsError(f"The checkpoint {path} does not fit {description}: " + "; ".join(details)
                                        + ". Check that --model names the architecture the weights were trained for.")
-    _check_dtypes(state, expected, path, description)
-    _check_finite(state, path)
+    check_values(state, expected, path, description)
+
+
+def check_values(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: str | os.PathLike,
+                 description: str) -> None:
+    """Refuse tensors a model should not take whatever their names and shapes: ``IncompatibleWeightsError`` for a
+    dtype family the model's tensor of that name (in ``expected``) does not have, ``CorruptCheckpointError`` for
+    NaN or inf in any floating tensor of ``state``."""
+    _check_dtypes(state, expected, Path(path), description)
+    _check_finite(state, Path(path))

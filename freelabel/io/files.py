@@ -35,6 +35,12 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def remove_stray_temp_files(folder: str | os.PathLike) -> None:
+    """Remove the temporary files below ``folder`` of writes a kill interrupted (see ``atomic_path``)."""
+    for path in [p for p in Path(folder).rglob(".*.tmp*") if p.is_file()]:
+        path.unlink()
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:

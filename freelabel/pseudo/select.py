@@ -27,6 +27,8 @@ designed").
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -123,6 +125,11 @@ class LabelSelector:
             raise ValueError("the vocabulary needs at least one class, each with a name")
         self.names = [names[0] for names in classes]
         self._text = encode_vocabulary(self.clip, classes)
+        if len(classes) == 1:  # a softmax over one name is 1.0 for every view: score it against the empty prompt
+            warnings.warn(f"the vocabulary holds one class ({self.names[0]!r}): its score is its probability "
+                          "against the empty prompt, and every image may get it; give more classes to choose from",
+                          stacklevel=2)
+            self._text = torch.cat([self._text, F.normalize(self.clip.encode_labels([""]).float(), dim=-1)])
 
     @torch.no_grad()
     def classify_views(self, views: Sequence[np.ndarray]) -> np.ndarray:
@@ -139,7 +146,8 @@ class LabelSelector:
             if self.config.flip:
                 mirrored = self.clip.encode_images(self.clip.whole_images_to_tensor([view[:, ::-1] for view in batch]))
                 embeddings = F.normalize(embeddings + mirrored, dim=-1)
-            probabilities.append((scale * embeddings @ self._text.T).softmax(dim=-1).float().cpu().numpy())
+            scores = (scale * embeddings @ self._text.T).softmax(dim=-1)[:, :len(self.names)]  # the empty prompt's aside
+            probabilities.append(scores.float().cpu().numpy())
         return np.concatenate(probabilities)
 
     def view_probabilities(self, image: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

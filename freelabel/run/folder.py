@@ -15,15 +15,16 @@ writes to it stops the run, rather than letting it record outputs that are not t
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from freelabel.errors import FreelabelError
-from freelabel.io.files import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
+from freelabel.errors import FreelabelError, RunStoppedError
+from freelabel.io.files import append_jsonl, read_json, read_jsonl, remove_stray_temp_files, write_json, write_jsonl
 from freelabel.io.images import list_images
 from freelabel.io.labels import write_classes
 
@@ -70,12 +71,6 @@ def check_out_dir(source: Path, out: Path, what: str = "image folder") -> None:
                              "folder outside it")
 
 
-def clean_stray_files(out: Path) -> None:
-    """Remove the temporary files of writes a kill interrupted (see ``atomic_path``)."""
-    for path in [p for p in out.rglob(".*.tmp*") if p.is_file()]:
-        path.unlink()
-
-
 class JobFolder:
     """An output folder bound to one job: check it (constructing), ``open`` it, ``record`` each item as it finishes,
     ``write_records`` (manifest and errors) from the journal."""
@@ -83,8 +78,8 @@ class JobFolder:
     def __init__(self, out: Path, binding: Mapping[str, Any], overwrite: bool,
                  sources: Mapping[str, Path] | None = None):
         """Check ``out`` against the job it is bound to (``job.json``) and against its inputs ``sources`` (see
-        ``check_out_dir``; what each is -> its path), before anything is written or loaded. binding: JSON-ready; every key (``classes``,
-        ``settings``, ...) must match for a rerun to resume. Raises ``FreelabelError`` when the folder belongs to
+        ``check_out_dir``; what each is -> its path), before anything is written or loaded. binding: JSON-ready;
+        every key (``classes``, ``settings``, ...) must match for a rerun to resume. Raises ``FreelabelError`` when the folder belongs to
         another job and ``overwrite`` is off, or is one of its inputs."""
         for what, source in (sources or {}).items():
             check_out_dir(Path(source), out, what)
@@ -118,17 +113,19 @@ class JobFolder:
         it since the first check), remove the temporary files of killed writes, drop another job's journal and
         write the binding when rebinding, write ``classes.txt`` (unless ``classes`` is None: a folder without
         masks), read the journal. Returns the folder, a context manager that ``close``s it."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock_folder(self.out)
+        with self._stops_on_write_errors():
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock_folder(self.out)
         try:
             self.rebind = self._check()
             self._identity = _identity(self.out)
-            clean_stray_files(self.out)
-            if self.rebind:
-                (self.out / JOURNAL).unlink(missing_ok=True)  # entries of another job, or of items to redo
-                write_json(self.out / JOB, self.binding)
-            if classes is not None:  # every run: a kill between the two writes cannot leave it stale
-                write_classes(self.out / "classes.txt", classes)
+            with self._stops_on_write_errors():
+                remove_stray_temp_files(self.out)
+                if self.rebind:
+                    (self.out / JOURNAL).unlink(missing_ok=True)  # entries of another job, or of items to redo
+                    write_json(self.out / JOB, self.binding)
+                if classes is not None:  # every run: a kill between the two writes cannot leave it stale
+                    write_classes(self.out / "classes.txt", classes)
             self.entries = {entry["image"]: entry for entry in read_jsonl(self.out / JOURNAL)}
         except BaseException:
             self.close()
@@ -153,7 +150,7 @@ class JobFolder:
         """Raise ``FreelabelError`` when the open folder vanished (deleted or replaced) since ``open``: the run
         stops rather than record outputs that are not there."""
         if _identity(self.out) != self._identity or not (self.out / JOB).is_file():
-            raise FreelabelError(f"the output folder {self.out} was deleted or replaced while this run wrote to it; "
+            raise RunStoppedError(f"the output folder {self.out} was deleted or replaced while this run wrote to it; "
                                  "the run stopped (run the command again to start over)")
 
     def done(self, name: str, outputs: Iterable[Path]) -> bool:
@@ -164,7 +161,8 @@ class JobFolder:
         """Append item ``name``'s ``entry`` (``{"status": "done" | "failed", ...}``) to the journal as it finishes;
         raises ``FreelabelError`` when the folder vanished (see ``check_present``)."""
         self.check_present()
-        append_jsonl(self.out / JOURNAL, {"image": name, **entry})
+        with self._stops_on_write_errors():
+            append_jsonl(self.out / JOURNAL, {"image": name, **entry})
         self.entries[name] = {"image": name, **entry}
         if name in self._recorded:  # recorded again (e.g. a frame failed, then written): count its last status
             self.counts[self._recorded[name]] -= 1
@@ -181,9 +179,22 @@ class JobFolder:
         ``errors.jsonl`` (one line per failed item: ``path_of(name)``, stage, message); raises ``FreelabelError``
         when the folder vanished (see ``check_present``)."""
         self.check_present()
-        write_json(self.out / MANIFEST, {**manifest, "images": dict(sorted(status.items()))})
-        write_jsonl(self.out / ERRORS, ({"path": path_of(name), "stage": entry["stage"], "message": entry["reason"]}
-                                        for name, entry in sorted(status.items()) if entry["status"] == "failed"))
+        with self._stops_on_write_errors():
+            write_json(self.out / MANIFEST, {**manifest, "images": dict(sorted(status.items()))})
+            write_jsonl(self.out / ERRORS, ({"path": path_of(name), "stage": entry["stage"],
+                                             "message": entry["reason"]}
+                                            for name, entry in sorted(status.items()) if entry["status"] == "failed"))
+
+    @contextlib.contextmanager
+    def _stops_on_write_errors(self) -> Iterator[None]:
+        """Turn an ``OSError`` writing the folder's own records (a full disk, no permission) into one
+        ``RunStoppedError`` line: the run stops, what it journaled before stays and resumes."""
+        try:
+            yield
+        except OSError as error:
+            raise RunStoppedError(f"cannot write the job files of {self.out} ({error}); the run stopped, finished "
+                                  "items stay: free space (or fix the permissions), then run the command again"
+                                  ) from None
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -116,8 +116,8 @@ class MaskFolder:
         with self.folder.open(self.inputs.classes):
             jobs, skipped = [], 0
             for name, labels in self.inputs.labels.items():
-                job = ImageJob(name, self.images_dir / name, labels, self.out / Path(name).with_suffix(".png"),
-                               self.out / "scores" / Path(name).with_suffix(".npz") if self.options.save_scores else None)
+                scores = self.out / "scores" / Path(name).with_suffix(".npz") if self.options.save_scores else None
+                job = ImageJob(name, self.images_dir / name, labels, self.out / Path(name).with_suffix(".png"), scores)
                 if self.folder.done(name, job.outputs()):
                     skipped += 1
                 else:
@@ -136,7 +136,8 @@ class MaskFolder:
             counts = self.folder.counts
             manifest["summary"] = {"done": counts["done"], "skipped": skipped + len(self.inputs.unlabelled),
                                    "failed": counts["failed"] + len(self.inputs.problems),
-                                   "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}
+                                   "seconds": round(time.monotonic() - started, 1),
+                                   "text_seconds": round(text_seconds, 1)}
             self._write_records(manifest)
             return manifest
 

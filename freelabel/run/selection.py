@@ -127,7 +127,8 @@ def select_folder(images_dir: Path, vocabulary_spec: str, out: Path, config: Cla
                     "images_dir": str(images_dir), "vocabulary": vocabulary_spec, "classes": len(vocabulary),
                     "model": labeler.clip.pretrained, **provenance(),
                     "summary": {"done": counts["done"], "skipped": len(names) - len(todo), "failed": counts["failed"],
-                                "seconds": round(time.monotonic() - started, 1), "text_seconds": round(text_seconds, 1)}}
+                                "seconds": round(time.monotonic() - started, 1),
+                                "text_seconds": round(text_seconds, 1)}}
         write_json(out / LABELS, selected_labels(status))
         folder.write_records(manifest, status, lambda name: str(images_dir / name))
     return {**manifest, "images": status}

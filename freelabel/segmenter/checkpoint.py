@@ -16,10 +16,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from freelabel.clip.checkpoint import check_values
 from freelabel.errors import FreelabelError
 from freelabel.io.files import atomic_path, read_json, write_json
 
 RUN, MODEL, STATE = "run.json", "model.safetensors", "state.safetensors"
+POSITION_KEYS = ("epoch", "batch", "step", "seconds")  # what a saved position must hold to resume from
 ENCODER_PREFIX = "encoder."
 
 
@@ -48,17 +50,25 @@ def save_model(run_dir: Path, model: torch.nn.Module, with_encoder: bool) -> Non
 
 
 def load_model_weights(run_dir: Path, model: torch.nn.Module) -> None:
-    """Load ``model.safetensors`` into ``model``: every head tensor must be there with its shape; tower tensors
-    are loaded when present (a fine-tuned tower). Raises ``FreelabelError`` naming what does not fit."""
+    """Load ``model.safetensors`` into ``model`` after ``check_model_tensors``. Raises ``FreelabelError`` naming
+    what does not fit."""
     tensors = _load(run_dir / MODEL)
+    check_model_tensors(tensors, model, run_dir / MODEL, run_dir)
+    model.load_state_dict(tensors, strict=False)
+
+
+def check_model_tensors(tensors: dict[str, torch.Tensor], model: torch.nn.Module, path: Path, run_dir: Path) -> None:
+    """Refuse weights ``path`` holds for ``model`` (the architecture of ``run_dir/run.json``) with the guards of
+    CLIP weights: every head tensor must be there with its shape (tower tensors are optional: a fine-tuned tower),
+    none unexpected, the model's dtype family, no NaN or inf (``freelabel.clip.checkpoint.check_values``)."""
     expected = model.state_dict()
     missing = [name for name in expected if not name.startswith(ENCODER_PREFIX) and name not in tensors]
     unexpected = [name for name in tensors if name not in expected]
     wrong = [name for name, tensor in tensors.items() if name in expected and tensor.shape != expected[name].shape]
     if missing or unexpected or wrong:
-        raise FreelabelError(f"{run_dir / MODEL} does not fit the architecture in {run_dir / RUN}: "
+        raise FreelabelError(f"{path} does not fit the architecture in {run_dir / RUN}: "
                              f"missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {wrong[:3]}")
-    model.load_state_dict(tensors, strict=False)
+    check_values(tensors, expected, path, f"the architecture in {run_dir / RUN}")
 
 
 def save_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, with_encoder: bool,
@@ -79,19 +89,34 @@ def save_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
 
 def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
     """Restore ``save_state``'s weights and moments into ``model`` and ``optimizer``; returns the saved position,
-    or None when the folder holds no state."""
+    or None when the folder holds no state. A state without its position, with weights or moments of another
+    architecture, of another dtype family or holding NaN/inf is refused (``FreelabelError``) before any is loaded."""
     if not (run_dir / STATE).is_file():
         return None
+    path = run_dir / STATE
     try:
-        with safe_open(str(run_dir / STATE), framework="pt") as handle:
+        with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         position, steps = json.loads(metadata["position"]), json.loads(metadata["optimizer_steps"])
-    except (SafetensorError, OSError, KeyError, ValueError) as error:
-        raise FreelabelError(f"{run_dir / STATE} is not a freelabel training state ({error}); delete it to start "
-                             "the run over") from None
-    tensors = _load(run_dir / STATE)
-    model.load_state_dict({name[len("model."):]: t for name, t in tensors.items() if name.startswith("model.")},
-                          strict=False)
+        missing = [key for key in POSITION_KEYS if not isinstance(position.get(key), (int, float))]
+        if missing:
+            raise KeyError(f"its position lacks {', '.join(missing)}")
+    except (SafetensorError, OSError, KeyError, ValueError, AttributeError) as error:
+        raise FreelabelError(f"{path} is not a freelabel training state ({error}); delete it to start the run "
+                             "over") from None
+    tensors = _load(path)
+    weights = {name[len("model."):]: t for name, t in tensors.items() if name.startswith("model.")}
+    check_model_tensors(weights, model, path, run_dir)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    moments = {name: t for name, t in tensors.items() if name.startswith("optimizer.")}
+    misfit = [name for name, t in moments.items()
+              if not name.split(".")[1].isdigit() or int(name.split(".")[1]) >= len(params)
+              or t.shape != params[int(name.split(".")[1])].shape]
+    if misfit:
+        raise FreelabelError(f"{path} holds optimiser moments that do not fit the parameters of the architecture in "
+                             f"{run_dir / RUN} (e.g. {misfit[0]}); delete it to start the run over")
+    check_values(moments, {}, path, "the optimiser")
+    model.load_state_dict(weights, strict=False)
     device = next(model.parameters()).device
     state: dict[int, dict[str, torch.Tensor]] = {int(index): {"step": torch.tensor(step)}
                                                  for index, step in steps.items()}

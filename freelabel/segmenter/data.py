@@ -45,11 +45,15 @@ def read_pseudo_masks(folder: str | Path, images_dir: str | Path | None = None) 
         raise FreelabelError(f"{folder} is not a freelabel generate output (no manifest.json and classes.txt); "
                              "run `freelabel generate` first")
     manifest = read_json(folder / "manifest.json")
+    entries = manifest.get("images", {}) if isinstance(manifest, dict) else None
+    if not isinstance(entries, dict) or not all(isinstance(entry, dict) for entry in entries.values()):
+        raise FreelabelError(f"{folder / 'manifest.json'} is not a freelabel generate manifest (an object whose "
+                             "'images' maps each image to its entry); run `freelabel generate` again")
     images_dir = Path(images_dir if images_dir is not None else manifest.get("images_dir", ""))
     if not images_dir.is_dir():
         raise FreelabelError(f"the image folder {str(images_dir)!r} named in {folder / 'manifest.json'} does not "
                              "exist here; pass --images DIR")
-    names = sorted(name for name, entry in manifest.get("images", {}).items()
+    names = sorted(name for name, entry in entries.items()
                    if entry.get("status") == "done" and (folder / Path(name).with_suffix(".png")).is_file())
     if not names:
         raise FreelabelError(f"{folder} holds no finished masks")
@@ -129,6 +133,10 @@ class AugmentedPseudoMasks(torch.utils.data.Dataset):
         if mask.shape != image.shape[:2]:
             raise FreelabelError(f"{self.data.masks[index]} is {mask.shape[1]}x{mask.shape[0]} but its image is "
                                  f"{image.shape[1]}x{image.shape[0]}")
+        unknown = sorted(set(np.unique(mask).tolist()) - {*range(len(self.data.classes)), IGNORE_INDEX})
+        if unknown:
+            raise FreelabelError(f"{self.data.masks[index]} holds values {unknown[:5]} that its classes.txt does not "
+                                 f"name (0-{len(self.data.classes) - 1}, {IGNORE_INDEX} = ignore)")
         rng = np.random.default_rng((self.seed, self.epoch, index))
         pixels, labels = augment(image, self.lookup[mask].astype(np.uint8), rng, self.short_side, self.crop,
                                  self.scale_range, self.interpolation)

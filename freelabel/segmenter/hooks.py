@@ -18,8 +18,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from tqdm import tqdm
 
+from freelabel.errors import RunStoppedError
 from freelabel.io.files import append_jsonl, read_jsonl
 from freelabel.segmenter.checkpoint import save_model, save_state
 from freelabel.segmenter.predictor import Segmenter
@@ -47,6 +49,14 @@ class ProcessContext:
         values = torch.tensor([float(f) for f in flags], device=self.device)
         dist.broadcast(values, 0)
         return [bool(v) for v in values.tolist()]
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true in any process (every process must call it)."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
     def gather(self, items: list) -> list:
         """Every process's ``items``, concatenated (process 0's first)."""
@@ -167,9 +177,17 @@ class Checkpointer(SegmentHook):
 
     def after_segment(self) -> None:
         trainer = self.trainer
+        failure = None
         if self.context.main:
-            save_model(self.run_dir, trainer.model, with_encoder=self.with_encoder)
-            save_state(self.run_dir, trainer.model, trainer.optimizer, self.with_encoder, trainer.position)
+            try:
+                save_model(self.run_dir, trainer.model, with_encoder=self.with_encoder)
+                save_state(self.run_dir, trainer.model, trainer.optimizer, self.with_encoder, trainer.position)
+            except (OSError, SafetensorError) as error:  # a full disk, a vanished folder
+                failure = error
+        if self.context.any(failure is not None):  # every process stops, none waits for process 0
+            raise RunStoppedError(f"cannot save the run's state in {self.run_dir} ({failure or 'in process 0'}); "
+                                  "the run stopped, its last saved state stays: free space, then run the command "
+                                  "again")
         self.last_save = time.monotonic()
 
 

@@ -29,12 +29,12 @@ import torch
 from freelabel.cards import model_card
 from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
 from freelabel.config import option
-from freelabel.errors import ConfigError, FreelabelError
-from freelabel.io.files import provenance, read_json, read_jsonl
+from freelabel.errors import ConfigError, FreelabelError, RunStoppedError
+from freelabel.io.files import provenance, read_json, read_jsonl, remove_stray_temp_files, write_jsonl
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.masks import IGNORE_INDEX
 from freelabel.optim import param_groups, warmup_cosine
-from freelabel.segmenter.checkpoint import RUN, load_state, write_run
+from freelabel.segmenter.checkpoint import RUN, STATE, load_state, write_run
 from freelabel.segmenter.config import SegmenterConfig
 from freelabel.segmenter.data import AugmentedPseudoMasks, read_pseudo_masks, split, vocabulary_lookup
 from freelabel.segmenter.factory import architecture_config, create_segmenter
@@ -194,7 +194,11 @@ def _binding(content: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_run_dir(run_dir: Path, content: dict[str, Any]) -> None:
-    """A run folder holds one run: resuming with other data or settings is refused."""
+    """A run folder holds one run: resuming with other data or settings is refused, and so is a training state
+    without the run.json it belongs to (copied from another run)."""
+    if not (run_dir / RUN).is_file() and (run_dir / STATE).is_file():
+        raise FreelabelError(f"{run_dir} holds a training state ({STATE}) but no {RUN}: it is not this run's (copied "
+                             "from another?); choose a new --out folder, or delete it to start over")
     if (run_dir / RUN).is_file():
         previous, current = _binding(read_json(run_dir / RUN)), _binding(content)
         changed = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
@@ -255,10 +259,15 @@ class SegmenterTrainer(TrainerBase):
         pixels = (pixels.to(device).float() / 255 - self.mean) / self.std
         mask = mask.to(device)
         usable = torch.tensor([problem is None for problem in self.problems], device=device)
+        self.usable_items += int(usable.sum())
         given, candidates = self._candidates(mask)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.wrapped(pixels, self.text, candidates)
         loss, parts = segmenter_loss(out, mask, given, usable, self.num_labels, config.multilabel_weight)
+        if self.context.any(not bool(torch.isfinite(loss.detach()))):  # before the step: the weights stay finite
+            raise RunStoppedError(f"training went non-finite at step {position['step']} (the loss is NaN or inf): the "
+                                  "run stopped and its last saved state, which is finite, stays; lower --lr, or "
+                                  "check the pseudo-masks and images")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -296,6 +305,7 @@ class SegmenterTrainer(TrainerBase):
         self.sums = position.setdefault("sums", {"loss": 0.0, "pixel": 0.0, "multilabel": 0.0, "images": 0,
                                                  "seconds": 0.0})
         self.segment_started = time.monotonic()
+        self.usable_items = 0  # this process's items of the segment that could be trained on
         self.wrapped.train()
         if config.backbone_lr_scale == 0:
             self.model.encoder.eval()
@@ -311,6 +321,10 @@ class SegmenterTrainer(TrainerBase):
         """Leave the loader: the position says where a resumed run goes on (the next epoch's start once this one is
         done); then the hooks' ``after_segment`` (metrics, checkpoint, barrier)."""
         position = self.position
+        if not self.context.any(self.usable_items > 0):  # before the save: no untrained model stands for a run
+            raise RunStoppedError(f"every training item of epoch {position['epoch'] + 1} so far failed (see "
+                                  "errors.jsonl in the run folder): nothing to train on; fix the images and masks, "
+                                  "then run the command again")
         self.epoch_done = position["batch"] >= self.steps_per_epoch
         position["seconds"] = self.clock.seconds()
         self.sums["seconds"] += time.monotonic() - self.segment_started
@@ -354,10 +368,17 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
                              "patch size and the decoder's 1/4)")
     _bind_run_dir(run_dir, _json_ready(content), context)
     optimizer = _optimizer(model, config)
+    if context.main:
+        remove_stray_temp_files(run_dir)  # of a save a kill interrupted
     position = load_state(run_dir, model, optimizer) or {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0}
     if context.main and position["step"] == 0:  # a fresh start: an earlier attempt's journals go
         (run_dir / METRICS).unlink(missing_ok=True)
         (run_dir / ERRORS).unlink(missing_ok=True)
+    elif context.main:  # a kill between an epoch's metrics line and its state's save: that epoch is redone
+        metrics_lines = read_jsonl(run_dir / METRICS)
+        kept = [line for line in metrics_lines if line.get("step", 0) <= position["step"]]
+        if len(kept) < len(metrics_lines):
+            write_jsonl(run_dir / METRICS, kept)
     wrapped = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.device] if
                                                          context.device.type == "cuda" else None)
                if context.world > 1 else model)
@@ -376,7 +397,11 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
                             metrics, Checkpointer(run_dir, config.checkpoint_minutes, context,
                                                   with_encoder=config.backbone_lr_scale != 0),
                             DistributedAgreement(context)])
-    trainer.train()
+    try:
+        trainer.train()
+    except OSError as error:  # e.g. no space left for the metrics or errors journal
+        raise RunStoppedError(f"cannot write to the run folder {run_dir} ({error}); the run stopped, its last "
+                              "saved state stays: free space, then run the command again") from None
     if context.main and not metrics.last:
         return (read_jsonl(run_dir / METRICS) or [{}])[-1]
     return metrics.last
@@ -405,6 +430,9 @@ def _bind_run_dir(run_dir: Path, content: dict[str, Any], context: ProcessContex
             write_run(run_dir, content)
         except FreelabelError as error:
             refusal = error
+        except OSError as error:  # a full disk
+            refusal = RunStoppedError(f"cannot write {run_dir / RUN} ({error}); free space, then run the command "
+                                      "again")
     if context.decide(refusal is not None)[0]:
         raise refusal or FreelabelError(f"process 0 refused the run folder {run_dir}")
 
