@@ -14,7 +14,9 @@ from freelabel.segmenter.trainer import TrainConfig, train, train_config
 def pseudo_masks_clip(pseudo_dir: str | Path) -> dict[str, Any]:
     """The CLIP (``model`` and ``pretrained``) a ``generate`` folder's manifest names; {} when it names none."""
     manifest = Path(pseudo_dir) / "manifest.json"
-    clip = read_json(manifest).get("config", {}).get("clip") if manifest.is_file() else None
+    content = read_json(manifest) if manifest.is_file() else {}
+    config = content.get("config") if isinstance(content, dict) else None  # a malformed one is refused by train
+    clip = config.get("clip") if isinstance(config, dict) else None
     return {key: clip[key] for key in ("model", "pretrained") if key in clip} if isinstance(clip, dict) else {}
 
 
