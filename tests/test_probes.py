@@ -533,7 +533,7 @@ def test_tune_probe(world, tmp_path, kind):
 
 
 def test_the_corpus_has_at_least_40_kinds():
-    kinds = {"train": len(TRAIN_KINDS) + 3, "predict": len(PREDICT_KINDS) + 3, "video": len(VIDEO_KINDS) + 3,
+    kinds = {"train": len(TRAIN_KINDS) + 4, "predict": len(PREDICT_KINDS) + 3, "video": len(VIDEO_KINDS) + 3,
              "query": len(QUERY_KINDS) + 1, "classify": len(CLASSIFY_KINDS) + 3, "tune": len(TUNE_KINDS)}
     assert sum(kinds.values()) >= 40, kinds
 
@@ -675,3 +675,16 @@ def test_two_processes_on_one_folder_never_mix(world, tmp_path):
     assert all(set(np.unique(read_mask(out / Path(name).with_suffix(".png")))) <= {*range(len(classes)), 255}
                for name in manifest["images"])
     assert not (out / LOCK).exists()
+
+
+def test_a_run_folder_another_training_holds_is_refused(world, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    handle = os.open(out / LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        result = _train(Setup(world, tmp_path), world / "pseudo", out)
+    finally:
+        os.close(handle)
+    _assert_clean(result, 2, "another freelabel run is writing")
+    assert not (out / "run.json").exists()

@@ -119,7 +119,8 @@ class LabelSelector:
         self._text: torch.Tensor | None = None
 
     def set_vocabulary(self, vocabulary: Sequence[str | Sequence[str]]) -> None:
-        """vocabulary: class names, or per class its name then synonyms (``read_vocabulary``)."""
+        """vocabulary: class names, or per class its name then synonyms (``read_vocabulary``). A single class warns
+        and is scored against the empty prompt (a softmax over one name would be 1.0 for any image)."""
         classes = [(entry,) if isinstance(entry, str) else tuple(entry) for entry in vocabulary]
         if not classes or any(not names for names in classes):
             raise ValueError("the vocabulary needs at least one class, each with a name")
@@ -146,7 +147,8 @@ class LabelSelector:
             if self.config.flip:
                 mirrored = self.clip.encode_images(self.clip.whole_images_to_tensor([view[:, ::-1] for view in batch]))
                 embeddings = F.normalize(embeddings + mirrored, dim=-1)
-            scores = (scale * embeddings @ self._text.T).softmax(dim=-1)[:, :len(self.names)]  # the empty prompt's aside
+            # a one-class vocabulary's empty prompt competes, then is set aside
+            scores = (scale * embeddings @ self._text.T).softmax(dim=-1)[:, :len(self.names)]
             probabilities.append(scores.float().cpu().numpy())
         return np.concatenate(probabilities)
 

@@ -79,8 +79,8 @@ class JobFolder:
                  sources: Mapping[str, Path] | None = None):
         """Check ``out`` against the job it is bound to (``job.json``) and against its inputs ``sources`` (see
         ``check_out_dir``; what each is -> its path), before anything is written or loaded. binding: JSON-ready;
-        every key (``classes``, ``settings``, ...) must match for a rerun to resume. Raises ``FreelabelError`` when the folder belongs to
-        another job and ``overwrite`` is off, or is one of its inputs."""
+        every key (``classes``, ``settings``, ...) must match for a rerun to resume. Raises ``FreelabelError`` when
+        the folder belongs to another job and ``overwrite`` is off, or is one of its inputs."""
         for what, source in (sources or {}).items():
             check_out_dir(Path(source), out, what)
         self.out = out
@@ -222,4 +222,20 @@ def _lock_folder(out: Path) -> int:
                 return handle
         except FileNotFoundError:
             pass
+        os.close(handle)
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold the exclusive lock of folder ``out`` (created when missing) for the block, as ``JobFolder.open`` does
+    for a job folder (e.g. a training run folder); raises ``FreelabelError`` when another run holds it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = _lock_folder(out)
+    except OSError as error:
+        raise RunStoppedError(f"cannot lock {out} ({error})") from None
+    try:
+        yield
+    finally:
+        (out / LOCK).unlink(missing_ok=True)  # under the lock: a waiting run re-checks (see _lock_folder)
         os.close(handle)

@@ -13,6 +13,7 @@ metrics and validation, checkpoints and the processes' agreement are its hooks (
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -34,6 +35,7 @@ from freelabel.io.files import provenance, read_json, read_jsonl, remove_stray_t
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.masks import IGNORE_INDEX
 from freelabel.optim import param_groups, warmup_cosine
+from freelabel.run.folder import folder_lock
 from freelabel.segmenter.checkpoint import RUN, STATE, load_state, write_run
 from freelabel.segmenter.config import SegmenterConfig
 from freelabel.segmenter.data import AugmentedPseudoMasks, read_pseudo_masks, split, vocabulary_lookup
@@ -366,45 +368,47 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
     if resolved.crop_size % model.input_multiple:
         raise FreelabelError(f"crop size {resolved.crop_size} must be a multiple of {model.input_multiple} (the "
                              "patch size and the decoder's 1/4)")
-    _bind_run_dir(run_dir, _json_ready(content), context)
-    optimizer = _optimizer(model, config)
-    if context.main:
-        remove_stray_temp_files(run_dir)  # of a save a kill interrupted
-    position = load_state(run_dir, model, optimizer) or {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0}
-    if context.main and position["step"] == 0:  # a fresh start: an earlier attempt's journals go
-        (run_dir / METRICS).unlink(missing_ok=True)
-        (run_dir / ERRORS).unlink(missing_ok=True)
-    elif context.main:  # a kill between an epoch's metrics line and its state's save: that epoch is redone
-        metrics_lines = read_jsonl(run_dir / METRICS)
-        kept = [line for line in metrics_lines if line.get("step", 0) <= position["step"]]
-        if len(kept) < len(metrics_lines):
-            write_jsonl(run_dir / METRICS, kept)
-    wrapped = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.device] if
-                                                         context.device.type == "cuda" else None)
-               if context.world > 1 else model)
+    # one writer per run folder (process 0 writes it): a second run on it is refused
+    with folder_lock(run_dir) if context.main else contextlib.nullcontext():
+        _bind_run_dir(run_dir, _json_ready(content), context)
+        optimizer = _optimizer(model, config)
+        if context.main:
+            remove_stray_temp_files(run_dir)  # of a save a kill interrupted
+        position = load_state(run_dir, model, optimizer) or {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0}
+        if context.main and position["step"] == 0:  # a fresh start: an earlier attempt's journals go
+            (run_dir / METRICS).unlink(missing_ok=True)
+            (run_dir / ERRORS).unlink(missing_ok=True)
+        elif context.main:  # a kill between an epoch's metrics line and its state's save: that epoch is redone
+            metrics_lines = read_jsonl(run_dir / METRICS)
+            kept = [line for line in metrics_lines if line.get("step", 0) <= position["step"]]
+            if len(kept) < len(metrics_lines):
+                write_jsonl(run_dir / METRICS, kept)
+        wrapped = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.device] if
+                                                             context.device.type == "cuda" else None)
+                   if context.world > 1 else model)
 
-    lookup = vocabulary_lookup(data.classes, vocabulary)
-    dataset = AugmentedPseudoMasks(data, train_indices, lookup, config.seed, input_size, resolved.crop_size,
-                                   config.scale_range, config.max_pixels, clip.interpolation)
-    validation = (validation_sets(data, val_indices, lookup, vocabulary, config.val_masks, config.max_pixels)
-                  if context.main else {})
-    clock = TimeBudget(config.max_minutes, position["seconds"])
-    trainer = SegmenterTrainer(model, wrapped, optimizer, dataset, clip.encode_labels(vocabulary), clip, config,
-                               context, position, clock)
-    metrics = EpochMetrics(run_dir / METRICS, context, validation,
-                           functools.partial(Segmenter, model, clip, vocabulary, input_size), vocabulary, config.lr)
-    trainer.register_hooks([ProgressBar(trainer.total_steps, context), ErrorJournal(run_dir / ERRORS, context), clock,
-                            metrics, Checkpointer(run_dir, config.checkpoint_minutes, context,
-                                                  with_encoder=config.backbone_lr_scale != 0),
-                            DistributedAgreement(context)])
-    try:
-        trainer.train()
-    except OSError as error:  # e.g. no space left for the metrics or errors journal
-        raise RunStoppedError(f"cannot write to the run folder {run_dir} ({error}); the run stopped, its last "
-                              "saved state stays: free space, then run the command again") from None
-    if context.main and not metrics.last:
-        return (read_jsonl(run_dir / METRICS) or [{}])[-1]
-    return metrics.last
+        lookup = vocabulary_lookup(data.classes, vocabulary)
+        dataset = AugmentedPseudoMasks(data, train_indices, lookup, config.seed, input_size, resolved.crop_size,
+                                       config.scale_range, config.max_pixels, clip.interpolation)
+        validation = (validation_sets(data, val_indices, lookup, vocabulary, config.val_masks, config.max_pixels)
+                      if context.main else {})
+        clock = TimeBudget(config.max_minutes, position["seconds"])
+        trainer = SegmenterTrainer(model, wrapped, optimizer, dataset, clip.encode_labels(vocabulary), clip, config,
+                                   context, position, clock)
+        metrics = EpochMetrics(run_dir / METRICS, context, validation,
+                               functools.partial(Segmenter, model, clip, vocabulary, input_size), vocabulary, config.lr)
+        trainer.register_hooks([ProgressBar(trainer.total_steps, context), ErrorJournal(run_dir / ERRORS, context),
+                                clock, metrics, Checkpointer(run_dir, config.checkpoint_minutes, context,
+                                                      with_encoder=config.backbone_lr_scale != 0),
+                                DistributedAgreement(context)])
+        try:
+            trainer.train()
+        except OSError as error:  # e.g. no space left for the metrics or errors journal
+            raise RunStoppedError(f"cannot write to the run folder {run_dir} ({error}); the run stopped, its last "
+                                  "saved state stays: free space, then run the command again") from None
+        if context.main and not metrics.last:
+            return (read_jsonl(run_dir / METRICS) or [{}])[-1]
+        return metrics.last
 
 
 def _vocabulary(classes: list[str], holdout_labels: tuple[str, ...], pseudo_dir: Path) -> list[str]:
