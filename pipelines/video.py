@@ -184,8 +184,9 @@ def _propagate(frames_path: Path, out: Path, classes: list[str], folder: JobFold
         video = is_video(frames_path)
         folder.write_records(manifest, folder.status(),
                              lambda name: f"{frames_path}#{name}" if video else str(frames_path / name))
-    if config.overlay:
-        write_overlay(frames_path, out, config.max_pixels)
+        if config.overlay:
+            with folder.stops_on_write_errors():
+                write_overlay(frames_path, out, config.max_pixels)
     return manifest
 
 

@@ -113,13 +113,13 @@ class JobFolder:
         it since the first check), remove the temporary files of killed writes, drop another job's journal and
         write the binding when rebinding, write ``classes.txt`` (unless ``classes`` is None: a folder without
         masks), read the journal. Returns the folder, a context manager that ``close``s it."""
-        with self._stops_on_write_errors():
+        with self.stops_on_write_errors():
             self.out.mkdir(parents=True, exist_ok=True)
             self._lock = _lock_folder(self.out)
         try:
             self.rebind = self._check()
             self._identity = _identity(self.out)
-            with self._stops_on_write_errors():
+            with self.stops_on_write_errors():
                 remove_stray_temp_files(self.out)
                 if self.rebind:
                     (self.out / JOURNAL).unlink(missing_ok=True)  # entries of another job, or of items to redo
@@ -161,7 +161,7 @@ class JobFolder:
         """Append item ``name``'s ``entry`` (``{"status": "done" | "failed", ...}``) to the journal as it finishes;
         raises ``FreelabelError`` when the folder vanished (see ``check_present``)."""
         self.check_present()
-        with self._stops_on_write_errors():
+        with self.stops_on_write_errors():
             append_jsonl(self.out / JOURNAL, {"image": name, **entry})
         self.entries[name] = {"image": name, **entry}
         if name in self._recorded:  # recorded again (e.g. a frame failed, then written): count its last status
@@ -179,15 +179,15 @@ class JobFolder:
         ``errors.jsonl`` (one line per failed item: ``path_of(name)``, stage, message); raises ``FreelabelError``
         when the folder vanished (see ``check_present``)."""
         self.check_present()
-        with self._stops_on_write_errors():
+        with self.stops_on_write_errors():
             write_json(self.out / MANIFEST, {**manifest, "images": dict(sorted(status.items()))})
             write_jsonl(self.out / ERRORS, ({"path": path_of(name), "stage": entry["stage"],
                                              "message": entry["reason"]}
                                             for name, entry in sorted(status.items()) if entry["status"] == "failed"))
 
     @contextlib.contextmanager
-    def _stops_on_write_errors(self) -> Iterator[None]:
-        """Turn an ``OSError`` writing the folder's own records (a full disk, no permission) into one
+    def stops_on_write_errors(self) -> Iterator[None]:
+        """Turn an ``OSError`` writing the folder's own records (or another file of the whole job) (a full disk, no permission) into one
         ``RunStoppedError`` line: the run stops, what it journaled before stays and resumes."""
         try:
             yield

@@ -129,7 +129,8 @@ def select_folder(images_dir: Path, vocabulary_spec: str, out: Path, config: Cla
                     "summary": {"done": counts["done"], "skipped": len(names) - len(todo), "failed": counts["failed"],
                                 "seconds": round(time.monotonic() - started, 1),
                                 "text_seconds": round(text_seconds, 1)}}
-        write_json(out / LABELS, selected_labels(status))
+        with folder.stops_on_write_errors():
+            write_json(out / LABELS, selected_labels(status))
         folder.write_records(manifest, status, lambda name: str(images_dir / name))
     return {**manifest, "images": status}
 
