@@ -688,3 +688,22 @@ def test_a_run_folder_another_training_holds_is_refused(world, tmp_path):
         os.close(handle)
     _assert_clean(result, 2, "another freelabel run is writing")
     assert not (out / "run.json").exists()
+
+
+def test_generate_whose_output_folder_is_deleted_mid_run_exits_1_in_one_line(world, tmp_path, monkeypatch):
+    from freelabel.pseudo.labeler import Labeler
+
+    out, seen = tmp_path / "out", []
+    set_image = Labeler.set_image
+
+    def deleting(self, image):
+        seen.append(1)
+        if len(seen) == 4:
+            shutil.rmtree(out)
+        return set_image(self, image)
+
+    monkeypatch.setattr(Labeler, "set_image", deleting)
+    result = _invoke(["generate", world / "images", "--labels", world / "labels.json", "--out", out, "--no-crf",
+                      *TINY])
+    _assert_clean(result, 1, "deleted or replaced")
+    assert not (out / "manifest.json").exists()
