@@ -172,3 +172,21 @@ def test_the_page_in_chromium(browser, page):
     browser.find_element("tag name", "body").send_keys(Keys.ESCAPE)
     assert not viewer.is_displayed()
     assert console_errors(browser) == []
+
+
+def test_review_lists_an_unreadable_image_and_reads_an_import_output(tmp_path):
+    out = make_label_folder(tmp_path)
+    (tmp_path / "images" / "002.png").unlink()
+    data = page_data(write_review(read_label_folder(out)))
+    n = data["names"].index("002.png")
+    assert data["images"][n] is None and data["problems"][0][0] == n and "002.png" in data["problems"][0][1]
+    assert len(data["names"]) == 6 and (out / "review" / "thumbs" / f"{n}.jpg").is_file()
+
+    from freelabel.exchange import export_cvat, import_cvat
+
+    export_cvat(read_label_folder(out), tmp_path / "cvat")
+    back = import_cvat(tmp_path / "cvat", tmp_path / "back")
+    data = page_data(write_review(read_label_folder(back, tmp_path / "images")))
+    assert data["names"] == ["000.png", "002.png", "003.png", "004.png", "005.png", "sub/001.png"]
+    assert data["images"][1] is None  # 002's image is gone
+    assert data["images"][-1].endswith("images/sub/001.jpg") and data["ignored"][0] > 0

@@ -48,19 +48,25 @@ class LabelFolder:
         chosen = {item.name for item in ranked[:n]}
         return replace(self, items=[item for item in self.items if item.name in chosen])
 
-    def pixels(self) -> Iterator[tuple[LabelledImage, np.ndarray]]:
-        """Each item with its (H, W, 3) uint8 RGB image, in ``items`` order; a video file is decoded once, in order.
-        Raises ``FreelabelError`` for an image that cannot be read or whose size is not its mask's."""
+    def pixels(self) -> Iterator[tuple[LabelledImage, np.ndarray | ImageReadError]]:
+        """Each item with its (H, W, 3) uint8 RGB image, or the ``ImageReadError`` that kept it from being read (a
+        missing file, an unknown image folder), in ``items`` order; a video file is decoded once, in order."""
         if self.source is not None and is_video(self.source):
             wanted = {item.name: item for item in self.items}
             for frame in read_frames(self.source):
-                if frame.name in wanted and not isinstance(frame.pixels, ImageReadError):
-                    yield wanted[frame.name], frame.pixels
+                if frame.name in wanted:
+                    yield wanted.pop(frame.name), frame.pixels
+            for item in wanted.values():
+                yield item, ImageReadError(f"{self.source} has no frame {item.name}")
             return
         for item in self.items:
             if item.image is None:
-                raise FreelabelError(f"no image for {item.name}: pass the image folder")
-            yield item, read_image(item.image)
+                yield item, ImageReadError(f"no image for {item.name}: the image folder is unknown (pass it)")
+                continue
+            try:
+                yield item, read_image(item.image)
+            except ImageReadError as error:
+                yield item, error
 
 
 def read_label_folder(folder: str | os.PathLike, images: str | os.PathLike | None = None) -> LabelFolder:

@@ -7,11 +7,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
-from freelabel.exchange.folder import LabelFolder
-from freelabel.io.images import write_image
-from freelabel.io.labels import write_classes
+import numpy as np
+
+from freelabel.exchange.folder import LabelFolder, LabelledImage
+from freelabel.io.images import ImageReadError, write_image
 from freelabel.io.files import write_text
+from freelabel.io.labels import write_classes
 
 
 def export_hf(folder: LabelFolder, out: str | os.PathLike) -> Path:
@@ -27,6 +30,8 @@ def export_hf(folder: LabelFolder, out: str | os.PathLike) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
         if pixels is None:
             shutil.copyfile(item.image, out / image)
+        elif isinstance(pixels, ImageReadError):
+            raise pixels
         else:
             write_image(out / image, pixels)
         shutil.copyfile(item.mask, out / annotation)
@@ -37,7 +42,7 @@ def export_hf(folder: LabelFolder, out: str | os.PathLike) -> Path:
     return out
 
 
-def _sources(folder: LabelFolder):
+def _sources(folder: LabelFolder) -> Iterator[tuple[LabelledImage, np.ndarray | ImageReadError | None]]:
     """Each item with None (its image file is copied) or, for a video's frames, its decoded pixels."""
     if all(item.image is not None for item in folder.items):
         return ((item, None) for item in folder.items)

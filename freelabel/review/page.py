@@ -24,6 +24,7 @@ from PIL import Image
 
 from freelabel.exchange.folder import LabelFolder
 from freelabel.io.files import atomic_path, write_text
+from freelabel.io.images import ImageReadError
 from freelabel.io.masks import IGNORE_INDEX, palette, read_mask
 from freelabel.io.overlay import overlay_thumbnail
 
@@ -56,22 +57,30 @@ def review_data(folder: LabelFolder, page_dir: Path, config: ReviewConfig) -> di
     ``names``; ``ignored`` (fraction of 255 pixels, from the manifest or the mask); ``labels`` (class indices of
     the manifest's labels, or of the classes in the mask when it names none); ``scores`` (the labels' scores or
     null); ``areas`` (per class present, [index, fraction of the image]); ``images`` and ``masks`` (links from
-    ``page_dir``); ``keys`` (video key frames). ``summary`` holds per class the images showing it and their mean
-    area."""
+    ``page_dir``; null for an image that could not be read); ``keys`` (video key frames). ``problems`` holds
+    [n, reason] per image that could not be read (listed all the same: its mask over grey), ``summary`` per class
+    the images showing it and their mean area."""
     (page_dir / "thumbs").mkdir(parents=True, exist_ok=True)
     lookup = {name: index for index, name in enumerate(folder.classes)}
     columns: dict[str, list] = {k: [] for k in ("names", "ignored", "labels", "scores", "areas", "images", "masks",
                                                 "keys")}
+    problems = []
     counts = np.zeros(256, np.int64)
     area_sums = np.zeros(256, np.float64)
     for n, (item, image) in enumerate(folder.pixels()):
         mask = read_mask(item.mask)
-        if image.shape[:2] != mask.shape:
+        readable = not isinstance(image, ImageReadError)
+        if not readable:
+            problems.append([n, str(image)])
+            image = np.full((*mask.shape, 3), 128, np.uint8)
+        elif image.shape[:2] != mask.shape:
             image = np.asarray(Image.fromarray(image).resize(mask.shape[::-1], Image.Resampling.BILINEAR))
         with atomic_path(page_dir / "thumbs" / f"{n}.jpg") as tmp:
             Image.fromarray(overlay_thumbnail(image, mask, config.thumbnail_size, config.opacity)).save(
                 tmp, format="JPEG", quality=config.thumbnail_quality)
-        if item.image is None:  # a frame inside a video file: the full view needs it as a file
+        if not readable:
+            columns["images"].append(None)
+        elif item.image is None:  # a frame inside a video file: the full view needs it as a file
             (page_dir / "frames").mkdir(exist_ok=True)
             with atomic_path(page_dir / "frames" / f"{n}.jpg") as tmp:
                 Image.fromarray(image).save(tmp, format="JPEG", quality=90)
@@ -95,7 +104,7 @@ def review_data(folder: LabelFolder, page_dir: Path, config: ReviewConfig) -> di
                 if counts[i] else None} for i in range(len(folder.classes))]
     return {"folder": str(folder.root), "classes": folder.classes,
             "colours": ["#" + bytes(c).hex() for c in palette()[:len(folder.classes)]],
-            "page_size": config.page_size, "summary": summary, **columns}
+            "page_size": config.page_size, "summary": summary, "problems": problems, **columns}
 
 
 def write_review(folder: LabelFolder, out: str | os.PathLike | None = None,

@@ -107,7 +107,8 @@
       state.page = Math.floor(position / data.page_size);
       renderGrid();
     }
-    $("view-image").src = data.images[i];
+    const problem = data.problems.find((entry) => entry[0] === i);
+    $("view-image").src = data.images[i] ?? data.masks[i];  // an unreadable image: its mask stands in
     $("view-mask").src = data.masks[i];
     $("view-title").textContent = data.names[i] + " (" + (position + 1) + " / " + state.order.length + ")";
     const info = [];
@@ -120,6 +121,7 @@
     const facts = [];
     if (data.ignored[i] !== null && data.ignored[i] !== undefined) facts.push((100 * data.ignored[i]).toFixed(2) + "% ignored");
     if (data.keys[i] !== null && data.keys[i] !== undefined) facts.push(data.keys[i] ? "key frame" : "propagated frame");
+    if (problem) facts.push("image not shown: " + problem[1]);
     info.push(element("div", { textContent: facts.join(" \u00b7 ") }));
     $("view-info").replaceChildren(...info);
     setMode(state.mode);
