@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from freelabel.errors import FreelabelError
-from freelabel.exchange import EXPORT_FORMATS, export_coco, export_cvat, export_hf, export_labelstudio, read_label_folder
+from freelabel.exchange import (EXPORT_FORMATS, export_coco, export_cvat, export_hf, export_labelstudio,
+                                read_label_folder)
 
 
 def export(folder: str | Path, format: str, out: str | Path, images: str | Path | None = None,

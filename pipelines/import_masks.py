@@ -21,4 +21,5 @@ def import_masks(source: str | Path, format: str, out: str | Path, classes: str 
     if format not in IMPORT_FORMATS:
         raise FreelabelError(f"unknown format {format!r}: one of {', '.join(IMPORT_FORMATS)}")
     out = readers[format](source, out, read_classes(classes) if classes is not None else None)
-    return {"out": out, "images": sum(1 for _ in Path(out).rglob("*.png")), "classes": read_classes(out / "classes.txt")}
+    return {"out": out, "images": sum(1 for _ in Path(out).rglob("*.png")),
+            "classes": read_classes(out / "classes.txt")}

@@ -160,9 +160,9 @@ def test_generate_output_round_trips_and_reviews(tmp_path):
     command = str(Path(sys.executable).parent / "freelabel")
     subprocess.run([command, "toy", "scenes", "--seed", "9", "--n", "4", "--out", str(tmp_path / "scenes")],
                    check=True, capture_output=True)
-    subprocess.run([command, "generate", str(tmp_path / "scenes" / "images"), "--labels",
-                    str(tmp_path / "scenes" / "labels.json"), "--model", "freelabel-toy", "--out", str(tmp_path / "out")],
-                   check=True, capture_output=True)
+    scenes = tmp_path / "scenes"
+    subprocess.run([command, "generate", str(scenes / "images"), "--labels", str(scenes / "labels.json"),
+                    "--model", "freelabel-toy", "--out", str(tmp_path / "out")], check=True, capture_output=True)
     folder = read_label_folder(tmp_path / "out")
     assert len(folder.items) == 4
     for format in ("coco", "labelstudio", "cvat"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,16 +14,14 @@ from browser import chromium_paths, headless_chromium
 from freelabel.exchange import read_label_folder
 from freelabel.io.files import read_json, write_json
 from freelabel.io.labels import write_classes
-from freelabel.io.masks import IGNORE_INDEX, read_mask, write_mask
+from freelabel.io.masks import IGNORE_INDEX, blend_mask, read_mask, write_mask
 from freelabel.io.overlay import legend, overlay_thumbnail, overlay_with_legend
-from freelabel.io.masks import blend_mask
 from freelabel.review import ReviewConfig, write_review
 from labelfolders import CLASSES, make_label_folder
 
 
 def page_data(index: Path) -> dict:
     text = (index.parent / "data.js").read_text()
-    import json
     return json.loads(text[text.index("=") + 1:].rstrip().rstrip(";"))
 
 

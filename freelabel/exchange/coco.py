@@ -28,9 +28,11 @@ def mask_annotations(mask: np.ndarray, instances: bool = False) -> list[tuple[in
         if index == IGNORE_INDEX:
             continue
         binary = mask == index
-        parts = ([binary] if not instances else
-                 [(labels == k) for labels in [connected_components(binary, connectivity=2)]
-                  for k in range(1, labels.max() + 1)])
+        if instances:
+            components = connected_components(binary, connectivity=2)
+            parts = [components == k for k in range(1, components.max() + 1)]
+        else:
+            parts = [binary]
         regions += [(int(index), coco_mask.encode(np.asfortranarray(part.astype(np.uint8)))) for part in parts]
     return regions
 

@@ -18,7 +18,7 @@ from freelabel.errors import FreelabelError
 from freelabel.io.files import read_json
 from freelabel.io.images import ImageReadError, read_image
 from freelabel.io.labels import read_classes, write_classes
-from freelabel.io.masks import IGNORE_INDEX, read_mask, write_mask
+from freelabel.io.masks import IGNORE_INDEX, write_mask
 from freelabel.video.frames import is_video, read_frames
 
 

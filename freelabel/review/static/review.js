@@ -114,13 +114,18 @@
     const info = [];
     info.push(element("div", { className: "labels" }, [
       element("b", { textContent: "labels:" }),
-      ...data.labels[i].map((label, at) => classLabel(label, data.scores[i] ? " score " + data.scores[i][at].toFixed(3) : ""))]));
+      ...data.labels[i].map((label, at) =>
+        classLabel(label, data.scores[i] ? " score " + data.scores[i][at].toFixed(3) : ""))]));
     info.push(element("div", { className: "labels" }, [
       element("b", { textContent: "areas:" }),
       ...data.areas[i].map((area) => classLabel(area[0], " " + (100 * area[1]).toFixed(1) + "%"))]));
     const facts = [];
-    if (data.ignored[i] !== null && data.ignored[i] !== undefined) facts.push((100 * data.ignored[i]).toFixed(2) + "% ignored");
-    if (data.keys[i] !== null && data.keys[i] !== undefined) facts.push(data.keys[i] ? "key frame" : "propagated frame");
+    if (data.ignored[i] !== null && data.ignored[i] !== undefined) {
+      facts.push((100 * data.ignored[i]).toFixed(2) + "% ignored");
+    }
+    if (data.keys[i] !== null && data.keys[i] !== undefined) {
+      facts.push(data.keys[i] ? "key frame" : "propagated frame");
+    }
     if (problem) facts.push("image not shown: " + problem[1]);
     info.push(element("div", { textContent: facts.join(" \u00b7 ") }));
     $("view-info").replaceChildren(...info);
