@@ -3,7 +3,9 @@ grid is drawn in headless Chromium (goal < 2 s), printed as one line.
 
 The masks are not from ``freelabel generate`` (10,000 images would take hours on a CPU): each is the scene's exact
 mask with one random rectangle set to 255 (ignore), so ignored fractions vary; the manifest names the scene's
-labels, as a generate folder's does. The page does not depend on how the masks were made. "grid" is the time from
+labels, as a generate folder's does. The page does not depend on how the masks were made. The 100,000 line is
+the 10,000-image page with its data repeated ten times (names made unique, thumbnails hard links): what opening
+a page of 100,000 costs, without writing 100,000 scenes. "grid" is the time from
 navigation start until the first page of overlays is in the document and painted; "images" until its thumbnails
 have all loaded (median of 3 loads each, a fresh browser).
 
@@ -13,6 +15,9 @@ have all loaded (median of 3 loads each, a fresh browser).
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import statistics
 import sys
 import time
@@ -75,16 +80,40 @@ def first_grid(index: Path, loads: int = 3) -> tuple[float, float]:
     return statistics.median(grid), statistics.median(images)
 
 
-def measure(folder: Path) -> str:
+def repeated_page(index: Path, times: int) -> Path:
+    """A copy of the page at ``index`` listing every image ``times`` times (a sibling folder, so that its relative
+    links still hold); returns its index.html."""
+    copy = index.parent.with_name(f"{index.parent.name}-x{times}")
+    shutil.rmtree(copy, ignore_errors=True)
+    (copy / "thumbs").mkdir(parents=True)
+    for name in ("index.html", "review.js", "review.css"):
+        shutil.copyfile(index.parent / name, copy / name)
+    text = (index.parent / "data.js").read_text()
+    data = json.loads(text[text.index("=") + 1:].rstrip().rstrip(";"))
+    count = len(data["names"])
+    for column in ("ignored", "labels", "scores", "areas", "images", "masks", "keys"):
+        data[column] = data[column] * times
+    data["names"] = [f"{k}/{name}" for k in range(times) for name in data["names"]]
+    for n in range(count * times):
+        os.link(index.parent / "thumbs" / f"{n % count}.jpg", copy / "thumbs" / f"{n}.jpg")
+    (copy / "data.js").write_text("window.FREELABEL_REVIEW = " + json.dumps(data, separators=(",", ":")) + ";\n")
+    return copy / "index.html"
+
+
+def opened(index: Path) -> str:
+    """How big the page's data is and how fast its first grid shows."""
+    data = (index.parent / "data.js").stat().st_size / 2 ** 20
+    grid, images = first_grid(index)
+    return f"data.js {data:.2f} MiB, first grid {grid:.2f} s, its thumbnails loaded {images:.2f} s"
+
+
+def measure(folder: Path) -> tuple[str, Path]:
     started = time.monotonic()
     index = write_review(read_label_folder(folder))
     seconds = time.monotonic() - started
     size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file()) / 2 ** 20  # apparent size
-    data = (index.parent / "data.js").stat().st_size / 2 ** 20
-    grid, images = first_grid(index)
     count = sum(1 for _ in (index.parent / "thumbs").iterdir())
-    return (f"{count} images: written in {seconds:.1f} s, {size:.1f} MiB on disk (data.js {data:.2f} MiB), "
-            f"first grid {grid:.2f} s, its thumbnails loaded {images:.2f} s")
+    return f"{count} images: written in {seconds:.1f} s, {size:.1f} MiB on disk, {opened(index)}", index
 
 
 def main() -> None:
@@ -94,8 +123,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/freelabel-review-bench"))
     args = parser.parse_args()
     scenes = toy_scenes(args.work, SEED, args.n)
-    results = [measure(label_folder(scenes, args.work / f"out{n}", n)) for n in (args.small, args.n)]
-    print("review page, toy scenes (stream 12): " + " | ".join(results))
+    small, _ = measure(label_folder(scenes, args.work / f"out{args.small}", args.small))
+    large, index = measure(label_folder(scenes, args.work / f"out{args.n}", args.n))
+    repeated = f"{10 * args.n} images (the {args.n} ten times): {opened(repeated_page(index, 10))}"
+    print(f"review page, toy scenes (stream {SEED}): {small} | {large} | {repeated}")
 
 
 if __name__ == "__main__":
