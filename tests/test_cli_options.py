@@ -20,7 +20,7 @@ from freelabel.toy.world import scenes
 # the configs the command builds its options from
 CONFIGS = ["ClipConfig", "LabelerConfig", "SelectionConfig", "CrfConfig", "TrainConfig", "FlowConfig",
            "PropagationConfig", "ToyClipTrainConfig", "ToyWorldConfig", "GenerateConfig", "ClassifyConfig",
-           "PredictConfig", "VideoConfig", "QueryConfig", "TuneConfig"]
+           "PredictConfig", "VideoConfig", "QueryConfig", "TuneConfig", "ReviewConfig"]
 
 CLIP = "--model --pretrained --device --cache-dir --offline --online --text-cache"
 LABELER = ("--preset --method --surgery-blocks --input-size --scales --flip --no-flip --window --fusion "
@@ -47,6 +47,9 @@ FLAGS = {
     "toy clips": "--seed --n --out --size --min-objects --max-objects --frames",
     "toy train-clip": "--out --minutes --seed --pool-size --supervised-minutes",
     "models": "",
+    "review": "--images --out --thumbnail-size --thumbnail-quality --page-size --opacity",
+    "export": "--format --out --images --worst --instances --image-root --ignore-as",
+    "import": "--format --out --classes",
 }
 
 
