@@ -295,7 +295,8 @@ def classify(images: str, vocabulary: str, out: str, given: dict[str, Any], sele
 @click.option("--labels", "labels_spec",
               help="labels.json / .csv (image -> labels), or one label list for all images ('a,b' or a file).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
-@config_options(GenerateConfig, "vocabulary", "preset", "save_scores", "overwrite", "max_pixels", into="given")
+@config_options(GenerateConfig, "vocabulary", "preset", "save_scores", "overlay", "overwrite", "max_pixels",
+                into="given")
 @selection_options
 @labeler_options
 @clip_options

@@ -31,14 +31,14 @@ SELECTION = "--top-k --min-score --max-overlap --verify-rounds"
 # every flag each command had when its options were written by hand: scripts use them
 FLAGS = {
     "classify": f"--vocab --out --preset {SELECTION} --overwrite --max-pixels {CLIP}",
-    "generate": f"--labels --vocab {SELECTION} --out --save-scores --overwrite --max-pixels {LABELER} {CLIP}",
+    "generate": f"--labels --vocab {SELECTION} --out --save-scores --overlay --overwrite --max-pixels {LABELER} {CLIP}",
     "tune": f"--masks --classes --out --holdout --workers --rounds {LABELER} {CLIP}",
     "evaluate": "--pred --gt --classes --json --allow-missing",
     "train": ("--out --images --architecture --epochs --max-minutes --batch-size --lr --backbone-lr-scale "
               "--input-size --crop-size --top-k --rank-norm --no-rank-norm --holdout-labels --val-fraction "
               "--val-masks --corrected --precision --workers --seed --weight-decay --warmup-fraction --grad-clip --scale-range "
               f"--multilabel-weight --given-labels-fraction --checkpoint-minutes --max-pixels {CLIP}"),
-    "predict": "--out --labels --top-k --vocab --device --save-scores --overwrite --max-pixels",
+    "predict": "--out --labels --top-k --vocab --device --save-scores --overlay --overwrite --max-pixels",
     "video": ("--out --labels --key-masks --key-interval --checkpoint --flow --dis-preset --flow-size "
               "--min-confidence --flagged-min-confidence --refine --no-refine --overlay --overwrite --max-pixels "
               f"{LABELER} {CLIP}"),

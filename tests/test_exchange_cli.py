@@ -42,3 +42,22 @@ def test_review_writes_the_page_and_refuses_bad_settings_in_one_line(generated, 
     bad = runner.invoke(main, ["review", str(generated), "--out", str(tmp_path / "bad"), "--page-size", "0"])
     assert bad.exit_code == 2 and bad.output.count("Error:") == 1 and "Traceback" not in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_generate_overlay_draws_each_mask_with_its_legend_and_resumes(tmp_path):
+    from freelabel.io import read_image
+    from freelabel.io.overlay import overlay_with_legend
+
+    out = tmp_path / "gen"
+    command = ["generate", f"{EXAMPLE}/images", "--labels", f"{EXAMPLE}/labels.json", "--model", "freelabel-toy",
+               "--out", str(out), "--overlay"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    classes = [line.split(" ", 1)[1] for line in (out / "classes.txt").read_text().splitlines()]
+    for mask_path in out.glob("*.png"):
+        image = read_image(f"{EXAMPLE}/images/{mask_path.name}")
+        expected = overlay_with_legend(image, read_mask(mask_path), classes)
+        assert np.array_equal(read_image(out / "overlays" / mask_path.name), expected), mask_path.name
+    assert len(list((out / "overlays").glob("*.png"))) == 8
+    rerun = CliRunner().invoke(main, command)
+    assert rerun.exit_code == 0 and "0 masks written, 8 skipped" in rerun.output, rerun.output
