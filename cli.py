@@ -21,6 +21,7 @@ import yaml
 
 from freelabel.clip.loading import ClipConfig
 from freelabel.errors import FreelabelError
+from freelabel.exchange import EXPORT_FORMATS, IMPORT_FORMATS
 from freelabel.pipelines.generate import GenerateConfig
 from freelabel.pipelines.predict import PredictConfig
 from freelabel.pipelines.query import QueryConfig
@@ -28,6 +29,7 @@ from freelabel.pipelines.tune import TuneConfig
 from freelabel.pipelines.video import VideoConfig
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.crf import CrfConfig
+from freelabel.review import ReviewConfig
 from freelabel.run.folder import ERRORS, exit_status
 from freelabel.run.selection import ClassifyConfig
 from freelabel.segmenter.trainer import TrainConfig
@@ -296,7 +298,8 @@ def classify(images: str, vocabulary: str, out: str, given: dict[str, Any], sele
 @click.option("--labels", "labels_spec",
               help="labels.json / .csv (image -> labels), or one label list for all images ('a,b' or a file).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
-@config_options(GenerateConfig, "vocabulary", "preset", "save_scores", "overwrite", "max_pixels", into="given")
+@config_options(GenerateConfig, "vocabulary", "preset", "save_scores", "overlay", "overwrite", "max_pixels",
+                into="given")
 @selection_options
 @labeler_options
 @clip_options
@@ -465,6 +468,67 @@ def query(image: str, texts: tuple[str, ...], out: str, given: dict[str, Any], o
                + (f"; {failed} queries failed" if failed else ""))
     if failed:
         raise SystemExit(1)
+
+
+@main.command()
+@_friendly_errors
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--images", type=click.Path(exists=True),
+              help="The images (folder or video file), if not where the manifest says; needed after import.")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the page (default FOLDER/review).")
+@config_options(ReviewConfig, into="given")
+def review(folder: str, images: str | None, out: str | None, given: dict[str, Any]) -> None:
+    """A page to look at the masks of FOLDER (generate, predict, video or import output) from file://, no server:
+    overlays worst first (most ignored pixels), other orders, filter by label, per-class summary, full view with
+    image / mask / overlay. Written into FOLDER/review/index.html."""
+    from freelabel.pipelines.review import review as run
+
+    done = run(folder, images, out, ReviewConfig(**given))
+    click.echo(f"review of {done['images']} images ({done['bytes'] / 2 ** 20:.1f} MiB) in {done['seconds']} s "
+               f"-> {done['index']}")
+
+
+@main.command()
+@_friendly_errors
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "format_", required=True, type=click.Choice(EXPORT_FORMATS),
+              help="coco: COCO JSON (RLE); labelstudio: tasks with brush predictions + labelling config; "
+                   "cvat: Segmentation Mask 1.1; hf: image folder with metadata.jsonl.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--images", type=click.Path(exists=True), help="The images, if not where the manifest says.")
+@click.option("--worst", type=int, help="Only the N images with the most ignored pixels (the review page's first).")
+@click.option("--instances", is_flag=True, default=None,
+              help="coco: one annotation per connected component, not per class.")
+@click.option("--image-root", help="labelstudio: URL or path the image names are appended to "
+                                   "(default: absolute paths).")
+@click.option("--ignore-as", type=click.Choice(["ignore-label", "background"]),
+              help="cvat: 255 pixels as a declared 'ignore' label (default) or as background.")
+def export(folder: str, format_: str, out: str, images: str | None, worst: int | None, instances: bool | None,
+           image_root: str | None, ignore_as: str | None) -> None:
+    """FOLDER's masks in the formats of the tools people correct labels in and train with."""
+    from freelabel.pipelines.export import export as run
+
+    done = run(folder, format_, out, images, **_given(worst=worst, instances=instances, image_root=image_root,
+                                                     ignore_as=ignore_as))
+    click.echo(f"{done['images']} masks exported as {done['format']} -> {done['out']}")
+
+
+@main.command("import")
+@_friendly_errors
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--format", "format_", required=True, type=click.Choice(IMPORT_FORMATS),
+              help="coco: a COCO JSON file; labelstudio: Label Studio's JSON export; cvat: an unzipped "
+                   "Segmentation Mask 1.1 export.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the masks and classes.txt.")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False),
+              help="classes.txt the export came from: its order is kept where names match.")
+def import_(source: str, format_: str, out: str, classes: str | None) -> None:
+    """Corrected labels back into freelabel masks (palette PNGs named like the images; unpainted pixels 255), which
+    evaluate, tune --masks and train --val-masks read."""
+    from freelabel.pipelines.import_masks import import_masks
+
+    done = import_masks(source, format_, out, classes)
+    click.echo(f"{done['images']} masks, {len(done['classes'])} classes -> {done['out']}")
 
 
 @main.group()

@@ -3,10 +3,12 @@
 from freelabel.cards import ModelCard, Preset, list_models, model_card, model_preset, read_preset, write_preset
 from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
 from freelabel.errors import FreelabelError
+from freelabel.exchange import LabelFolder, read_label_folder
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.select import LabelSelector
+from freelabel.review import ReviewConfig, write_review
 from freelabel.run.query import QueryResult, query
 from freelabel.segmentation import ImageSegmenter, Segmentation
 from freelabel.segmenter.config import SegmenterConfig
@@ -16,8 +18,9 @@ from freelabel.segmenter.predictor import Segmenter
 from freelabel.segmenter.trainer import TrainConfig, train, train_config
 from freelabel.version import __version__
 
-__all__ = ["ClipConfig", "CrfConfig", "FreelabelError", "ImageSegmenter", "LabelSelector", "Labeler", "LabelerConfig",
-           "LoadedClip", "ModelCard", "Preset", "QueryResult", "SegmenterConfig", "Segmentation", "Segmenter",
-           "SelectedLabelSegmenter", "SelectionConfig", "TrainConfig", "__version__", "architecture_config",
-           "create_segmenter", "list_architectures", "list_models", "load_clip", "model_card", "model_preset", "query",
-           "read_preset", "train", "train_config", "write_preset"]
+__all__ = ["ClipConfig", "CrfConfig", "FreelabelError", "ImageSegmenter", "LabelFolder", "LabelSelector", "Labeler",
+           "LabelerConfig", "LoadedClip", "ModelCard", "Preset", "QueryResult", "ReviewConfig", "SegmenterConfig",
+           "Segmentation", "Segmenter", "SelectedLabelSegmenter", "SelectionConfig", "TrainConfig", "__version__",
+           "architecture_config", "create_segmenter", "list_architectures", "list_models", "load_clip", "model_card",
+           "model_preset", "query", "read_label_folder", "read_preset", "train", "train_config", "write_preset",
+           "write_review"]

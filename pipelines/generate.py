@@ -28,6 +28,8 @@ class GenerateConfig:
                                 "default preset; None = the model's own preset (its model card, freelabel.cards).")
     overrides: dict[str, Any] = option(default_factory=dict, help="Labeler fields set on top of the preset.")
     save_scores: bool = option(False, help="Also write float16 probabilities per image to scores/<image>.npz.")
+    overlay: bool = option(False, help="Also write overlays/<image>.png: the mask drawn over the image, with a "
+                           "legend of its classes.")
     overwrite: bool = option(False, help="Redo every image, and rebind the folder to new labels or settings; needed "
                              "to reuse a folder with other labels or settings.")
     max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread (decompression bombs); None "
@@ -91,6 +93,6 @@ def generate(images_dir: str | Path, labels_spec: str | None, out: str | Path, c
     settings = {"model": config.clip.model, "pretrained": config.clip.pretrained, "labeler": labeler_config.to_dict(),
                 "save_scores": config.save_scores, "max_pixels": config.max_pixels}
     folder = MaskFolder(images_dir, inputs, out, settings,
-                        FolderOptions(config.save_scores, config.overwrite, config.max_pixels))
+                        FolderOptions(config.save_scores, config.overwrite, config.max_pixels, config.overlay))
     manifest["model"] = labeler().clip.pretrained  # loaded here, after the folder's binding is checked
     return folder.run(labeler, manifest)

@@ -27,6 +27,8 @@ class PredictConfig:
     vocab: str | None = option(None, help="More labels to select from (file or 'a,b'), after the training "
                                "vocabulary.")
     save_scores: bool = option(False, help="Also write float16 probabilities per image to scores/<image>.npz.")
+    overlay: bool = option(False, help="Also write overlays/<image>.png: the mask drawn over the image, with a "
+                           "legend of its classes.")
     overwrite: bool = option(False, help="Redo every image, and rebind the folder to new settings; needed to reuse "
                              "a folder.")
     max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread (decompression bombs); None "
@@ -72,7 +74,7 @@ def predict(run_dir: str | Path, images_dir: str | Path, out: str | Path, labels
                 "vocabulary": None if labels_spec is not None else vocabulary, "save_scores": config.save_scores,
                 "max_pixels": config.max_pixels}
     folder = MaskFolder(images_dir, inputs, out, settings,
-                        FolderOptions(config.save_scores, config.overwrite, config.max_pixels))
+                        FolderOptions(config.save_scores, config.overwrite, config.max_pixels, config.overlay))
     manifest = {"config": asdict(config), "run": str(run_dir), "model_sha256": digest, "clip": run["clip"],
                 "architecture": run["architecture"], "images_dir": str(images_dir), "labels": labels_spec}
     return folder.run(functools.partial(Segmenter.from_run, run_dir, config.device, vocabulary=extra,

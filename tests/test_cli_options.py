@@ -20,7 +20,7 @@ from freelabel.toy.world import scenes
 # the configs the command builds its options from
 CONFIGS = ["ClipConfig", "LabelerConfig", "SelectionConfig", "CrfConfig", "TrainConfig", "FlowConfig",
            "PropagationConfig", "ToyClipTrainConfig", "ToyWorldConfig", "GenerateConfig", "ClassifyConfig",
-           "PredictConfig", "VideoConfig", "QueryConfig", "TuneConfig"]
+           "PredictConfig", "VideoConfig", "QueryConfig", "TuneConfig", "ReviewConfig"]
 
 CLIP = "--model --pretrained --device --cache-dir --offline --online --text-cache"
 LABELER = ("--preset --method --surgery-blocks --input-size --scales --flip --no-flip --window --fusion "
@@ -31,14 +31,14 @@ SELECTION = "--top-k --min-score --max-overlap --verify-rounds"
 # every flag each command had when its options were written by hand: scripts use them
 FLAGS = {
     "classify": f"--vocab --out --preset {SELECTION} --overwrite --max-pixels {CLIP}",
-    "generate": f"--labels --vocab {SELECTION} --out --save-scores --overwrite --max-pixels {LABELER} {CLIP}",
+    "generate": f"--labels --vocab {SELECTION} --out --save-scores --overlay --overwrite --max-pixels {LABELER} {CLIP}",
     "tune": f"--masks --classes --out --holdout --workers --rounds {LABELER} {CLIP}",
     "evaluate": "--pred --gt --classes --json --allow-missing",
     "train": ("--out --images --architecture --epochs --max-minutes --batch-size --lr --backbone-lr-scale "
               "--input-size --crop-size --top-k --rank-norm --no-rank-norm --holdout-labels --val-fraction "
-              "--val-masks --precision --workers --seed --weight-decay --warmup-fraction --grad-clip --scale-range "
+              "--val-masks --corrected --precision --workers --seed --weight-decay --warmup-fraction --grad-clip --scale-range "
               f"--multilabel-weight --given-labels-fraction --checkpoint-minutes --max-pixels {CLIP}"),
-    "predict": "--out --labels --top-k --vocab --device --save-scores --overwrite --max-pixels",
+    "predict": "--out --labels --top-k --vocab --device --save-scores --overlay --overwrite --max-pixels",
     "video": ("--out --labels --key-masks --key-interval --checkpoint --flow --dis-preset --flow-size "
               "--min-confidence --flagged-min-confidence --refine --no-refine --overlay --overwrite --max-pixels "
               f"{LABELER} {CLIP}"),
@@ -47,6 +47,9 @@ FLAGS = {
     "toy clips": "--seed --n --out --size --min-objects --max-objects --frames",
     "toy train-clip": "--out --minutes --seed --pool-size --supervised-minutes",
     "models": "",
+    "review": "--images --out --thumbnail-size --thumbnail-quality --page-size --opacity",
+    "export": "--format --out --images --worst --instances --image-root --ignore-as",
+    "import": "--format --out --classes",
 }
 
 

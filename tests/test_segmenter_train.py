@@ -263,3 +263,43 @@ def test_query_with_a_trained_segmenter(pseudo, tmp_path):
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in (tmp_path / "out" / "queries.jsonl").read_text().splitlines()]
     assert [line["mask"] for line in lines] == ["query00.png", "query01.png"]
+
+
+def test_corrected_masks_replace_their_pseudo_masks_in_their_own_class_order(pseudo, tmp_path):
+    """A corrected folder (as `freelabel import` writes it: its own classes.txt, here in another order and with a
+    class the pseudo-masks never name) replaces those images' pseudo-masks, class by class name."""
+    from freelabel.io import read_mask, write_mask
+    from freelabel.io.labels import write_classes
+    from freelabel.segmenter.data import read_pseudo_masks, vocabulary_lookup
+
+    classes = read_classes(pseudo / "pseudo" / "classes.txt")
+    corrected = tmp_path / "corrected"
+    own = ["background", "purple elephant", *reversed(classes[1:])]
+    write_classes(corrected / "classes.txt", own)
+    original = read_mask(pseudo / "pseudo" / "001.png")
+    remapped = np.full_like(original, 255)
+    for k, name in enumerate(classes):
+        remapped[original == k] = own.index(name)
+    remapped[:2, :2] = 1  # the elephant
+    write_mask(corrected / "001.png", remapped)
+    data = read_pseudo_masks(pseudo / "pseudo", corrected=corrected)
+    assert data.classes == [*classes, "purple elephant"] and len(data.names) == 16
+    index = data.names.index("001.png")
+    assert data.masks[index] == corrected / "001.png" and set(data.corrected) == {index}
+    lookup = vocabulary_lookup(data.classes, data.classes[1:])
+    as_vocabulary = data.mask_lookup(index, lookup)[read_mask(data.masks[index])]
+    expected = lookup[original].copy()
+    expected[:2, :2] = len(classes)  # the elephant, last in the vocabulary
+    assert np.array_equal(as_vocabulary, expected)
+    other = data.names.index("002.png")
+    assert np.array_equal(data.mask_lookup(other, lookup)[read_mask(data.masks[other])],
+                          lookup[read_mask(pseudo / "pseudo" / "002.png")])
+
+    result = _train(pseudo, tmp_path / "run", "--epochs", "1", "--corrected", str(corrected))
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["data"]["corrected"] == 1 and "purple elephant" in run["vocabulary"]
+    empty = tmp_path / "empty"
+    write_classes(empty / "classes.txt", ["background"])
+    refused = _train(pseudo, tmp_path / "run2", "--epochs", "1", "--corrected", str(empty))
+    assert refused.exit_code == 2 and "holds no mask named like an image" in refused.output

@@ -10,9 +10,10 @@ import numpy as np
 
 from freelabel.errors import FreelabelError
 from freelabel.io.files import write_npz
-from freelabel.io.images import MAX_PIXELS, read_image
+from freelabel.io.images import MAX_PIXELS, read_image, write_image
 from freelabel.io.labels import class_lookup
 from freelabel.io.masks import IGNORE_INDEX, write_mask
+from freelabel.io.overlay import overlay_with_legend
 from freelabel.segmentation import ImageSegmenter
 
 
@@ -33,15 +34,16 @@ class ImageJob:
     labels: tuple[str, ...]  # its image-level labels, in the order the model sees them (empty: it selects)
     mask_path: Path  # where its mask goes (palette PNG, values index the global classes)
     scores_path: Path | None  # where its float16 probabilities go (.npz), or None
+    overlay_path: Path | None = None  # where its mask drawn over it goes (RGB PNG, with a legend), or None
 
     def outputs(self) -> list[Path]:
         """Every file the job writes: it is done only when all of them exist."""
-        return [self.mask_path] + ([self.scores_path] if self.scores_path is not None else [])
+        return [path for path in (self.mask_path, self.scores_path, self.overlay_path) if path is not None]
 
 
 def run_job(model: ImageSegmenter, job: ImageJob, classes: Sequence[str], image: np.ndarray | None = None,
             max_pixels: int | None = MAX_PIXELS) -> dict[str, Any]:
-    """Label one image and write its outputs atomically: the scores first, then the mask.
+    """Label one image and write its outputs atomically: the scores and the overlay first, then the mask.
 
     classes: the global class names (index 0 background); the mask's values index them. image: the (H, W, 3)
     uint8 image if already read (by a prefetching loop), else it is read from ``job.image_path`` (at most
@@ -57,12 +59,14 @@ def run_job(model: ImageSegmenter, job: ImageJob, classes: Sequence[str], image:
         result = model.segment(job.labels)
     except (FreelabelError, ValueError, RuntimeError, MemoryError) as error:  # this image, not the run
         raise ItemError("segment", f"{type(error).__name__}: {error}") from None
-    to_global = class_lookup(["background", *result.labels], classes, unknown=IGNORE_INDEX)
+    mask = class_lookup(["background", *result.labels], classes, unknown=IGNORE_INDEX)[result.mask].astype(np.uint8)
     try:
         if job.scores_path is not None:
             write_npz(job.scores_path, probabilities=result.probabilities.astype(np.float16),
                       labels=np.array(["background", *result.labels]))
-        write_mask(job.mask_path, to_global[result.mask].astype(np.uint8))
+        if job.overlay_path is not None:
+            write_image(job.overlay_path, overlay_with_legend(image, mask, classes))
+        write_mask(job.mask_path, mask)
     except OSError as error:
         raise ItemError("write", f"{type(error).__name__}: {error}") from None
     entry = {"status": "done", "labels": list(result.labels),

@@ -84,11 +84,13 @@ class FolderOptions:
     save_scores: bool = False  # also write float16 probabilities per image to scores/<image>.npz
     overwrite: bool = False  # redo every image, and rebind the folder to new labels or settings
     max_pixels: int | None = MAX_PIXELS  # larger images are refused unread
+    overlay: bool = False  # also write overlays/<image>.png: the mask over the image, with a legend
 
 
 class MaskFolder:
     """An output folder of one palette PNG per image (same relative path, ``.png``), ``classes.txt``, optional
-    ``scores/*.npz``, and the job files of ``JobFolder``. Construct it (the checks), then ``run`` a model on it."""
+    ``scores/*.npz`` and ``overlays/*.png``, and the job files of ``JobFolder``. Construct it (the checks), then
+    ``run`` a model on it."""
 
     def __init__(self, images_dir: Path, inputs: Inputs, out: Path, settings: Mapping[str, Any],
                  options: FolderOptions):
@@ -117,7 +119,9 @@ class MaskFolder:
             jobs, skipped = [], 0
             for name, labels in self.inputs.labels.items():
                 scores = self.out / "scores" / Path(name).with_suffix(".npz") if self.options.save_scores else None
-                job = ImageJob(name, self.images_dir / name, labels, self.out / Path(name).with_suffix(".png"), scores)
+                overlay = self.out / "overlays" / Path(name).with_suffix(".png") if self.options.overlay else None
+                job = ImageJob(name, self.images_dir / name, labels, self.out / Path(name).with_suffix(".png"), scores,
+                               overlay)
                 if self.folder.done(name, job.outputs()):
                     skipped += 1
                 else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -19,26 +19,40 @@ from freelabel.io.masks import IGNORE_INDEX, read_mask
 
 @dataclass
 class PseudoMaskSet:
-    """The finished images of one ``generate`` folder.
+    """The finished images of one ``generate`` folder, some perhaps with a person's corrected mask instead.
 
     names: image paths relative to ``images_dir``, sorted. masks: their mask files. classes: the folder's class
-    index (``classes.txt``; 0 background).
+    index (``classes.txt``; 0 background), then any class only the corrected masks name. corrected: item index ->
+    (256,) int64 table from its corrected mask's class index to ``classes`` (the items whose mask file is a
+    corrected one).
     """
 
     images_dir: Path
     names: list[str]
     masks: list[Path]
     classes: list[str]
+    corrected: dict[int, np.ndarray] = field(default_factory=dict)
+    corrected_class_count: int = 0  # classes in the corrected folder's classes.txt: the values its masks may hold
 
     def image_path(self, index: int) -> Path:
         return self.images_dir / self.names[index]
 
+    def mask_lookup(self, index: int, lookup: np.ndarray) -> np.ndarray:
+        """``lookup`` ((256,) table from ``classes`` to another index) for item ``index``'s mask file: composed
+        with the corrected mask's own class table where the item was corrected."""
+        table = self.corrected.get(index)
+        return lookup if table is None else lookup[table]
 
-def read_pseudo_masks(folder: str | Path, images_dir: str | Path | None = None) -> PseudoMaskSet:
+
+def read_pseudo_masks(folder: str | Path, images_dir: str | Path | None = None,
+                      corrected: str | Path | None = None) -> PseudoMaskSet:
     """Index a ``generate`` output folder: the images its manifest marks done and whose mask exists.
 
-    images_dir: where the images are; None = the folder named in the manifest. Raises ``FreelabelError`` when the
-    folder is not a finished ``generate`` output or its images cannot be found.
+    images_dir: where the images are; None = the folder named in the manifest. corrected: a folder of masks a
+    person corrected (``freelabel import`` output: palette PNGs named like the images, with ``classes.txt``): an
+    image with a corrected mask uses it and never its pseudo-mask, also when its pseudo-mask failed. Raises
+    ``FreelabelError`` when the folder is not a finished ``generate`` output, its images cannot be found, or the
+    corrected folder has no ``classes.txt`` or no mask named like an image of the folder.
     """
     folder = Path(folder)
     if not (folder / "manifest.json").is_file() or not (folder / "classes.txt").is_file():
@@ -53,12 +67,28 @@ def read_pseudo_masks(folder: str | Path, images_dir: str | Path | None = None) 
     if not images_dir.is_dir():
         raise FreelabelError(f"the image folder {str(images_dir)!r} named in {folder / 'manifest.json'} does not "
                              "exist here; pass --images DIR")
-    names = sorted(name for name, entry in entries.items()
-                   if entry.get("status") == "done" and (folder / Path(name).with_suffix(".png")).is_file())
+    names = {name for name, entry in entries.items()
+             if entry.get("status") == "done" and (folder / Path(name).with_suffix(".png")).is_file()}
+    classes = read_classes(folder / "classes.txt")
+    fixed: dict[str, Path] = {}
+    if corrected is not None:
+        corrected = Path(corrected)
+        if not (corrected / "classes.txt").is_file():
+            raise FreelabelError(f"the corrected masks in {corrected} have no classes.txt (write them with "
+                                 "`freelabel import`)")
+        fixed = {name: corrected / Path(name).with_suffix(".png") for name in entries
+                 if (corrected / Path(name).with_suffix(".png")).is_file()}
+        if not fixed:
+            raise FreelabelError(f"{corrected} holds no mask named like an image of {folder}")
+        corrected_classes = read_classes(corrected / "classes.txt")
+        classes += [name for name in corrected_classes if name not in classes]
+        table = class_lookup(corrected_classes, classes, unknown=IGNORE_INDEX)
+    names = sorted(names | set(fixed))
     if not names:
         raise FreelabelError(f"{folder} holds no finished masks")
-    return PseudoMaskSet(images_dir, names, [folder / Path(name).with_suffix(".png") for name in names],
-                         read_classes(folder / "classes.txt"))
+    masks = [fixed.get(name, folder / Path(name).with_suffix(".png")) for name in names]
+    return PseudoMaskSet(images_dir, names, masks, classes, {i: table for i, name in enumerate(names) if name in fixed},
+                         len(corrected_classes) if fixed else 0)
 
 
 def vocabulary_lookup(classes: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:
@@ -133,11 +163,12 @@ class AugmentedPseudoMasks(torch.utils.data.Dataset):
         if mask.shape != image.shape[:2]:
             raise FreelabelError(f"{self.data.masks[index]} is {mask.shape[1]}x{mask.shape[0]} but its image is "
                                  f"{image.shape[1]}x{image.shape[0]}")
-        unknown = sorted(set(np.unique(mask).tolist()) - {*range(len(self.data.classes)), IGNORE_INDEX})
+        named = self.data.corrected_class_count if index in self.data.corrected else len(self.data.classes)
+        unknown = sorted(set(np.unique(mask).tolist()) - {*range(named), IGNORE_INDEX})
         if unknown:
             raise FreelabelError(f"{self.data.masks[index]} holds values {unknown[:5]} that its classes.txt does not "
-                                 f"name (0-{len(self.data.classes) - 1}, {IGNORE_INDEX} = ignore)")
+                                 f"name (0-{named - 1}, {IGNORE_INDEX} = ignore)")
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        pixels, labels = augment(image, self.lookup[mask].astype(np.uint8), rng, self.short_side, self.crop,
-                                 self.scale_range, self.interpolation)
+        labels = self.data.mask_lookup(index, self.lookup)[mask].astype(np.uint8)
+        pixels, labels = augment(image, labels, rng, self.short_side, self.crop, self.scale_range, self.interpolation)
         return pixels, labels.long()

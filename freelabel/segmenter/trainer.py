@@ -64,6 +64,9 @@ class TrainConfig:
     rank_norm: bool | None = option(None, help="Rank-adaptive temperatures; None = the architecture's.")
     images_dir: str | None = option(None, flag="--images", path="existing-folder", help="The pseudo-masks' images; "
                                     "None = the folder their manifest names.")
+    corrected: str | None = option(None, path="existing-folder", help="Masks a person corrected (`freelabel import` "
+                                   "output, named like the images): those images train on them, never on their "
+                                   "pseudo-masks.")
     epochs: int = option(20, help="Passes over the training split; the learning-rate schedule spans them.")
     max_minutes: float | None = option(None, help="Stop (with a saved state, resumable) after this much training "
                                        "time; None = no limit.")
@@ -347,7 +350,7 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
     holds a state of the same run. Returns the last metrics line."""
     pseudo_dir, run_dir = Path(pseudo_dir), Path(run_dir)
     context = process_context(config.clip.device)
-    data = read_pseudo_masks(pseudo_dir, config.images_dir)
+    data = read_pseudo_masks(pseudo_dir, config.images_dir, config.corrected)
     vocabulary = _vocabulary(data.classes, config.holdout_labels, pseudo_dir)
     train_indices, val_indices = split(len(data.names), config.val_fraction, config.seed)
     if len(train_indices) < config.batch_size:
@@ -360,7 +363,8 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
     input_size = config.input_size or min(clip.image_size)
     resolved = dataclasses.replace(config, input_size=input_size, crop_size=config.crop_size or input_size)
     content = {"data": {"pseudo_masks": str(pseudo_dir), "images": str(data.images_dir), "images_count":
-                        len(data.names), "train": len(train_indices), "val": len(val_indices)},
+                        len(data.names), "train": len(train_indices), "val": len(val_indices),
+                        **({"corrected": len(data.corrected)} if data.corrected else {})},
                "vocabulary": vocabulary, "classes": data.classes, "architecture": architecture.to_dict(),
                "clip": dataclasses.asdict(config.clip), "train": dataclasses.asdict(resolved), **provenance()}
     torch.manual_seed(config.seed)

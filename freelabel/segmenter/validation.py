@@ -16,18 +16,19 @@ from freelabel.segmenter.predictor import Segmenter
 
 
 class ValidationSet:
-    """Validation images and their masks in the vocabulary's index (255 ignored)."""
+    """Validation images and their masks; lookups: per mask, the (256,) table from its values to the vocabulary's
+    index (255 ignored)."""
 
-    def __init__(self, images: list[Path], masks: list[Path], lookup: np.ndarray, max_pixels: int | None):
-        self.images, self.masks, self.lookup, self.max_pixels = images, masks, lookup, max_pixels
+    def __init__(self, images: list[Path], masks: list[Path], lookups: list[np.ndarray], max_pixels: int | None):
+        self.images, self.masks, self.lookups, self.max_pixels = images, masks, lookups, max_pixels
 
     def score(self, segmenter: Segmenter, vocabulary: list[str]) -> dict[str, float]:
         """mIoU of the segmenter's own selection and of the masks' own labels given (ignored = wrong)."""
         own, given = ConfusionMatrix(len(vocabulary) + 1), ConfusionMatrix(len(vocabulary) + 1)
         names = ["background", *vocabulary]
-        for image_path, mask_path in zip(self.images, self.masks):
+        for image_path, mask_path, lookup in zip(self.images, self.masks, self.lookups):
             try:
-                image, truth = read_image(image_path, self.max_pixels), self.lookup[read_mask(mask_path)]
+                image, truth = read_image(image_path, self.max_pixels), lookup[read_mask(mask_path)]
             except FreelabelError:
                 continue  # reported by the training loader when it meets the file
             if truth.shape != image.shape[:2]:
@@ -55,7 +56,7 @@ def validation_sets(data: PseudoMaskSet, val_indices: list[int], lookup: np.ndar
     sets = {}
     if val_indices:
         sets["val"] = ValidationSet([data.image_path(i) for i in val_indices], [data.masks[i] for i in val_indices],
-                                    lookup, max_pixels)
+                                    [data.mask_lookup(i, lookup) for i in val_indices], max_pixels)
     if val_masks:
         folder = Path(val_masks)
         classes = read_classes(folder / "classes.txt") if (folder / "classes.txt").is_file() else data.classes
@@ -64,5 +65,5 @@ def validation_sets(data: PseudoMaskSet, val_indices: list[int], lookup: np.ndar
         if not pairs:
             raise FreelabelError(f"--val-masks {folder} holds no mask named like the training images")
         sets["val_masks"] = ValidationSet([p[0] for p in pairs], [p[1] for p in pairs],
-                                          vocabulary_lookup(classes, vocabulary), max_pixels)
+                                          [vocabulary_lookup(classes, vocabulary)] * len(pairs), max_pixels)
     return sets
