@@ -39,3 +39,25 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 def device(request) -> str:
     """Each torch device a GPU path exists for: cpu always, cuda when one is present."""
     return request.param
+
+
+def write_toy_pseudo_folder(root: Path, seed: int, n: int) -> None:
+    """``root/images`` (scenes 0..n-1 of toy stream ``seed``), ``root/labels.json`` and ``root/pseudo``: their
+    pseudo-masks from the tiny random CLIP, without the CRF (fast), as a segmenter's training input."""
+    import json
+
+    from click.testing import CliRunner
+
+    from freelabel.io import write_image
+    from freelabel.pipelines.cli import main
+    from freelabel.toy.world import scenes
+
+    labels = {}
+    for i, scene in enumerate(scenes(seed, n)):
+        write_image(root / "images" / f"{i:03d}.png", scene.image)
+        labels[f"{i:03d}.png"] = scene.labels
+    (root / "labels.json").write_text(json.dumps(labels))
+    made = CliRunner().invoke(main, ["generate", str(root / "images"), "--labels", str(root / "labels.json"),
+                                     "--out", str(root / "pseudo"), "--no-crf", "--model", "test-tiny-vit",
+                                     "--pretrained", "random"])
+    assert made.exit_code == 0, made.output

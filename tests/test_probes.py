@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from conftest import write_toy_pseudo_folder
 from freelabel.errors import RunStoppedError
 from freelabel.io import read_classes, read_mask, write_classes, write_image, write_mask
 from freelabel.io.files import read_jsonl
@@ -32,7 +33,6 @@ from freelabel.pipelines.cli import main
 from freelabel.run.folder import LOCK
 from freelabel.run.masks import FolderOptions, MaskFolder, label_inputs
 from freelabel.segmentation import Segmentation
-from freelabel.toy.world import scenes
 
 TINY = ["--model", "test-tiny-vit", "--pretrained", "random"]
 FAST = ["--architecture", "rankseg-small", "--batch-size", "4", "--workers", "0", "--input-size", "32"]
@@ -51,14 +51,7 @@ def world(tmp_path_factory) -> Path:
     two epochs stopped after its first step (partial/), and a clip of 12 frames with key masks for frames 0, 5
     and 10."""
     root = tmp_path_factory.mktemp("probes")
-    labels = {}
-    for i, scene in enumerate(scenes(11, 12)):
-        write_image(root / "images" / f"{i:03d}.png", scene.image)
-        labels[f"{i:03d}.png"] = scene.labels
-    (root / "labels.json").write_text(json.dumps(labels))
-    made = CliRunner().invoke(main, ["generate", str(root / "images"), "--labels", str(root / "labels.json"),
-                                     "--out", str(root / "pseudo"), "--no-crf", *TINY])
-    assert made.exit_code == 0, made.output
+    write_toy_pseudo_folder(root, 11, 12)
     trained = CliRunner().invoke(main, ["train", str(root / "pseudo"), "--out", str(root / "run"), *FAST,
                                         "--epochs", "1"])
     assert trained.exit_code == 0, trained.output

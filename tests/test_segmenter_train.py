@@ -16,6 +16,7 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
+from conftest import write_toy_pseudo_folder
 from freelabel.pipelines.cli import main
 from freelabel.clip.loading import ClipConfig
 from freelabel.errors import FreelabelError
@@ -35,14 +36,7 @@ FAST = ["--architecture", "rankseg-small", "--batch-size", "4", "--workers", "0"
 def pseudo(tmp_path_factory):
     """A generate folder of 16 toy scenes made with the tiny CLIP."""
     folder = tmp_path_factory.mktemp("segmenter")
-    labels = {}
-    for i, scene in enumerate(scenes(7, 16)):
-        write_image(folder / "images" / f"{i:03d}.png", scene.image)
-        labels[f"{i:03d}.png"] = scene.labels
-    (folder / "labels.json").write_text(json.dumps(labels))
-    result = CliRunner().invoke(main, ["generate", str(folder / "images"), "--labels", str(folder / "labels.json"),
-                                       "--out", str(folder / "pseudo"), "--no-crf", *TINY])
-    assert result.exit_code == 0, result.output
+    write_toy_pseudo_folder(folder, 7, 16)
     return folder
 
 
