@@ -36,7 +36,8 @@ FLAGS = {
     "evaluate": "--pred --gt --classes --json --allow-missing",
     "train": ("--out --images --architecture --epochs --max-minutes --batch-size --lr --backbone-lr-scale "
               "--input-size --crop-size --top-k --rank-norm --no-rank-norm --holdout-labels --val-fraction "
-              "--val-masks --corrected --precision --workers --seed --weight-decay --warmup-fraction --grad-clip --scale-range "
+              "--val-masks --corrected --precision --workers --seed --weight-decay --warmup-fraction --grad-clip "
+              "--scale-range "
               f"--multilabel-weight --given-labels-fraction --checkpoint-minutes --max-pixels {CLIP}"),
     "predict": "--out --labels --top-k --vocab --device --save-scores --overlay --overwrite --max-pixels",
     "video": ("--out --labels --key-masks --key-interval --checkpoint --flow --dis-preset --flow-size "

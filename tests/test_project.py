@@ -63,7 +63,8 @@ def test_the_readme_and_docs_link_to_what_exists():
         for target, anchor in re.findall(r"\]\(([^)#:]*)(?:#([^)]*))?\)", page.read_text()):
             linked = page.parent / target if target else page
             assert linked.exists(), f"{page.relative_to(ROOT)} links to a missing {target}"
-            assert not anchor or anchor in heading_anchors(linked), f"{page.relative_to(ROOT)}: no #{anchor} in {target}"
+            assert not anchor or anchor in heading_anchors(linked), \
+                f"{page.relative_to(ROOT)}: no #{anchor} in {target}"
 
 
 def test_pip_installs_no_generic_top_level_names():

@@ -187,8 +187,8 @@ class JobFolder:
 
     @contextlib.contextmanager
     def stops_on_write_errors(self) -> Iterator[None]:
-        """Turn an ``OSError`` writing the folder's own records (or another file of the whole job) (a full disk, no permission) into one
-        ``RunStoppedError`` line: the run stops, what it journaled before stays and resumes."""
+        """Turn an ``OSError`` writing the folder's own records, or another file of the whole job (a full disk, no
+        permission), into one ``RunStoppedError`` line: the run stops, what it journaled before stays and resumes."""
         try:
             yield
         except OSError as error:
