@@ -30,6 +30,7 @@ from freelabel.pipelines.video import VideoConfig
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.review import ReviewConfig
+from freelabel.run.engines import EngineConfig
 from freelabel.run.folder import ERRORS, exit_status
 from freelabel.run.selection import ClassifyConfig
 from freelabel.segmenter.trainer import TrainConfig
@@ -253,6 +254,9 @@ def labeler_options(command: Callable) -> Callable:
         config_options(CrfConfig, prefix="crf", into="overrides")(command))
 
 
+# where a labelling command runs its images (this process or Ray actors) and in what batches
+engine_options = config_options(EngineConfig, into="engine_given")
+
 # the label-free selection settings a user tunes most, over the preset's
 selection_options = config_options(SelectionConfig, "top_k", "min_score", "max_overlap", "verify_rounds",
                                    into="selection_overrides")
@@ -275,16 +279,17 @@ VOCABULARY_HELP = ("Vocabulary to select from: a file with one class per line (s
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for labels.json etc.")
 @config_options(ClassifyConfig, "preset", "overwrite", "max_pixels", into="given")
 @selection_options
+@engine_options
 @clip_options
 def classify(images: str, vocabulary: str, out: str, given: dict[str, Any], selection_overrides: dict[str, Any],
-             clip: ClipConfig) -> None:
+             engine_given: dict[str, Any], clip: ClipConfig) -> None:
     """Select image-level labels for every image below IMAGES from an open vocabulary: the whole image and its
     regions, each classified alone, then each chosen label checked against its own pseudo-mask. Writes
     OUT/labels.json (the input of `generate --labels`). Exit code 0: every image labelled; 1: some images failed
     (OUT/errors.jsonl); 2: a usage error."""
     from freelabel.pipelines.classify import classify_folder
 
-    config = ClassifyConfig(clip=clip, overrides=selection_overrides, **given)
+    config = ClassifyConfig(clip=clip, overrides=selection_overrides, engine=EngineConfig(**engine_given), **given)
     summary = classify_folder(images, vocabulary, out, config)["summary"]
     click.echo(f"labelled {summary['done']} images, {summary['skipped']} skipped, {summary['failed']} failed in "
                f"{summary['seconds']} s (+ {summary['text_seconds']} s encoding the vocabulary) -> "
@@ -302,16 +307,19 @@ def classify(images: str, vocabulary: str, out: str, given: dict[str, Any], sele
                 into="given")
 @selection_options
 @labeler_options
+@engine_options
 @clip_options
 def generate(images: str, labels_spec: str | None, out: str, given: dict[str, Any],
-             selection_overrides: dict[str, Any], overrides: dict[str, Any], clip: ClipConfig) -> None:
+             selection_overrides: dict[str, Any], overrides: dict[str, Any], engine_given: dict[str, Any],
+             clip: ClipConfig) -> None:
     """Pseudo-masks for every image below IMAGES from its image-level labels (--labels), or from labels selected
     for it from a vocabulary (--vocab; they are written to OUT/selection/labels.json), with the model's preset (or
     --preset) and any single setting overridden by its flag. Exit code 0: every image done; 1: some images failed
     (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
     from freelabel.pipelines.generate import generate as run
 
-    config = GenerateConfig(clip=clip, overrides=overrides, selection_overrides=selection_overrides, **given)
+    config = GenerateConfig(clip=clip, overrides=overrides, selection_overrides=selection_overrides,
+                            engine=EngineConfig(**engine_given), **given)
     summary = run(images, labels_spec, out, config)["summary"]
     failed = summary["failed"]
     click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {failed} failed "
@@ -398,12 +406,15 @@ def train_command(pseudo_masks: str, out: str, overrides: dict[str, Any], clip_g
 @click.option("--labels", "labels_spec",
               help="Labels per image (as generate takes them; any names). Without: the model selects its own.")
 @config_options(PredictConfig, into="given")
-def predict(run: str, images: str, out: str, labels_spec: str | None, given: dict[str, Any]) -> None:
+@engine_options
+def predict(run: str, images: str, out: str, labels_spec: str | None, given: dict[str, Any],
+            engine_given: dict[str, Any]) -> None:
     """Masks for every image below IMAGES from the segmenter trained in RUN, in generate's format. Exit code 0:
     every image done; 1: some images failed (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
     from freelabel.pipelines.predict import predict as run_predict
 
-    summary = run_predict(run, images, out, labels_spec, PredictConfig(**given))["summary"]
+    config = PredictConfig(engine=EngineConfig(**engine_given), **given)
+    summary = run_predict(run, images, out, labels_spec, config)["summary"]
     failed = summary["failed"]
     click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {failed} failed "
                f"in {summary['seconds']} s -> {out}" + (f"; failures in {Path(out) / ERRORS}" if failed else ""))

@@ -82,6 +82,13 @@ class ModelCard:
     preset: Preset = field(default_factory=default_preset)  # labeler and selection settings, with their source
     train: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig field values over the library's
     train_source: Mapping[str, Any] = field(default_factory=dict)  # how the training preset was chosen
+    # images per model call by device type, the labelling commands' --batch-size default: 1 on CPU, where batching
+    # does not pay (benchmarks/batching.py); 8 on CUDA is not measured yet (no GPU here)
+    batch_sizes: Mapping[str, int] = field(default_factory=lambda: {"cpu": 1, "cuda": 8})
+
+    def batch_size_on(self, device: str) -> int:
+        """The batch size for a model on ``device`` (e.g. ``cpu``, ``cuda:1``): its type's, else 1."""
+        return int(self.batch_sizes.get(device.split(":")[0], 1))
 
     def tags(self) -> list[str]:
         """The pretrained tags ``--pretrained`` takes for this model: the bundled one first, then open_clip's."""
@@ -166,8 +173,8 @@ def resolve_preset(model: str, preset: str | Path | None = None, overrides: dict
 def _read_card(path: Path) -> ModelCard:
     """Read a card the package ships: ``freelabel/model_cards/<model>.json`` holds ``description``, ``bundled``
     (``{"tag", "file"}``, the file relative to the package), ``templates``, ``preprocess``, ``preset`` (a labeler
-    preset, as ``freelabel tune`` writes it) and ``training`` (``{"train": {TrainConfig fields}, "source": {...}}``),
-    each optional. A malformed card raises ``ConfigError`` naming the file."""
+    preset, as ``freelabel tune`` writes it), ``batch_sizes`` (device type -> images per model call) and
+    ``training`` (``{"train": {TrainConfig fields}, "source": {...}}``), each optional. A malformed card raises ``ConfigError`` naming the file."""
     content = read_json(path)
     if not isinstance(content, dict):
         raise ConfigError(f"{path} is not a model card (expected a JSON object)")
@@ -189,6 +196,11 @@ def _read_card(path: Path) -> ModelCard:
         # the name and file first, as manifests have always recorded a shipped preset's source
         fields["preset"] = dataclasses.replace(
             preset, source={"name": name, "file": f"package:{path.name}", **preset.source})
+    if "batch_sizes" in content:
+        sizes = content["batch_sizes"]
+        if not isinstance(sizes, dict) or not all(isinstance(v, int) and v >= 1 for v in sizes.values()):
+            raise ConfigError(f"{path}: 'batch_sizes' must map device types to positive integers")
+        fields["batch_sizes"] = dict(sizes)
     if "training" in content:
         training = content["training"]
         if not isinstance(training, dict) or not isinstance(training.get("train"), dict):

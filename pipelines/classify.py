@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from freelabel.pseudo.labeler import Labeler
+from freelabel.run.engines import create_engine
 from freelabel.run.selection import ClassifyConfig, select_folder
 
 
@@ -20,7 +22,6 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
     config = config or ClassifyConfig()
     selection, labeler_config = config.settings()
 
-    def labeler() -> Labeler:
-        return Labeler(clip_config=config.clip, config=labeler_config)
-
-    return select_folder(Path(images_dir), vocabulary_spec, Path(out), config, selection, labeler_config, labeler)
+    return select_folder(Path(images_dir), vocabulary_spec, Path(out), config, selection, labeler_config,
+                         functools.partial(Labeler, clip_config=config.clip, config=labeler_config),
+                         create_engine(config.engine, config.clip.model, config.clip.device))

@@ -14,6 +14,8 @@ from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
 from freelabel.pseudo.labeler import Labeler
+from freelabel.run.engine import OncePerProcess
+from freelabel.run.engines import EngineConfig, create_engine
 from freelabel.run.folder import check_out_dir
 from freelabel.run.masks import FolderOptions, MaskFolder, read_inputs
 from freelabel.run.selection import LABELS, ClassifyConfig, select_folder, selection_inputs, selection_settings
@@ -40,6 +42,8 @@ class GenerateConfig:
                                     "None = labels are given.")
     selection_overrides: dict[str, Any] = option(default_factory=dict, help="SelectionConfig fields over the "
                                                  "preset's.")
+    engine: EngineConfig = option(default_factory=EngineConfig, help="Where the images are segmented (this "
+                                  "process, or Ray actors) and in what batches; never changes what is written.")
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels < 1:
@@ -69,20 +73,20 @@ def generate(images_dir: str | Path, labels_spec: str | None, out: str | Path, c
     preset, labeler_config = resolve_preset(config.clip.model, config.preset, config.overrides)
     check_out_dir(images_dir, out)
 
-    @functools.cache
-    def labeler() -> Labeler:
-        """The one Labeler (and CLIP), built on first use (after every check), then shared by selection and masks."""
-        return Labeler(clip_config=config.clip, config=labeler_config)
+    # the one Labeler (and CLIP) of this process, built on first use (after every check), then shared by selection
+    # and masks; an engine's workers build their own
+    labeler = OncePerProcess(functools.partial(Labeler, clip_config=config.clip, config=labeler_config))
+    engine = create_engine(config.engine, config.clip.model, config.clip.device)
 
     manifest = {"config": asdict(config), "preset": preset.to_dict(), "labeler": labeler_config.to_dict(),
                 "images_dir": str(images_dir), "labels": labels_spec}
     if config.vocabulary is not None:
         classify_config = ClassifyConfig(clip=config.clip, preset=config.preset, overrides=config.selection_overrides,
                                          labeler_overrides=config.overrides, overwrite=config.overwrite,
-                                         max_pixels=config.max_pixels)
+                                         max_pixels=config.max_pixels, engine=config.engine)
         selected = select_folder(images_dir, config.vocabulary, out / "selection", classify_config,
                                  selection_settings(preset, config.selection_overrides), labeler_config,
-                                 labeler)["images"]
+                                 labeler, engine)["images"]
         labels_spec = str(out / "selection" / LABELS)
         manifest.update(labels=labels_spec, selected={
             name: {label: entry["scores"][label] for label in entry["labels"]}
@@ -95,4 +99,4 @@ def generate(images_dir: str | Path, labels_spec: str | None, out: str | Path, c
     folder = MaskFolder(images_dir, inputs, out, settings,
                         FolderOptions(config.save_scores, config.overwrite, config.max_pixels, config.overlay))
     manifest["model"] = labeler().clip.pretrained  # loaded here, after the folder's binding is checked
-    return folder.run(labeler, manifest)
+    return folder.run(labeler, manifest, engine)

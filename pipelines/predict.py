@@ -12,10 +12,11 @@ from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.labels import LabelError, check_label, read_label_vocabulary
 from freelabel.io.masks import IGNORE_INDEX
+from freelabel.run.engines import EngineConfig, create_engine
 from freelabel.run.folder import image_names
 from freelabel.run.masks import FolderOptions, Inputs, MaskFolder, read_inputs
 from freelabel.segmenter.checkpoint import MODEL, file_digest, read_run
-from freelabel.segmenter.predictor import Segmenter
+from freelabel.segmenter.predictor import Segmenter, run_device
 
 
 @dataclass
@@ -33,6 +34,8 @@ class PredictConfig:
                              "a folder.")
     max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread (decompression bombs); None "
                                     "= no limit.")
+    engine: EngineConfig = option(default_factory=EngineConfig, help="Where the images are segmented (this "
+                                  "process, or Ray actors) and in what batches; never changes what is written.")
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
@@ -77,6 +80,8 @@ def predict(run_dir: str | Path, images_dir: str | Path, out: str | Path, labels
                         FolderOptions(config.save_scores, config.overwrite, config.max_pixels, config.overlay))
     manifest = {"config": asdict(config), "run": str(run_dir), "model_sha256": digest, "clip": run["clip"],
                 "architecture": run["architecture"], "images_dir": str(images_dir), "labels": labels_spec}
-    return folder.run(functools.partial(Segmenter.from_run, run_dir, config.device, vocabulary=extra,
-                                        top_k=config.top_k), manifest)
+    device = run_device(run, config.device)
+    engine = create_engine(config.engine, run["clip"]["model"], device)
+    return folder.run(functools.partial(Segmenter.from_run, run_dir, device, vocabulary=extra, top_k=config.top_k),
+                      manifest, engine)
 

@@ -20,7 +20,7 @@ from freelabel.toy.world import scenes
 # the configs the command builds its options from
 CONFIGS = ["ClipConfig", "LabelerConfig", "SelectionConfig", "CrfConfig", "TrainConfig", "FlowConfig",
            "PropagationConfig", "ToyClipTrainConfig", "ToyWorldConfig", "GenerateConfig", "ClassifyConfig",
-           "PredictConfig", "VideoConfig", "QueryConfig", "TuneConfig", "ReviewConfig"]
+           "PredictConfig", "EngineConfig", "VideoConfig", "QueryConfig", "TuneConfig", "ReviewConfig"]
 
 CLIP = "--model --pretrained --device --cache-dir --offline --online --text-cache"
 LABELER = ("--preset --method --surgery-blocks --input-size --scales --flip --no-flip --window --fusion "
@@ -28,10 +28,12 @@ LABELER = ("--preset --method --surgery-blocks --input-size --scales --flip --no
            "--no-crf --crf-backend --crf-iterations --crf-gaussian-sxy --crf-gaussian-compat --crf-bilateral-sxy "
            "--crf-bilateral-srgb --crf-bilateral-compat --crf-window --crf-downsample --ignore-threshold")
 SELECTION = "--top-k --min-score --max-overlap --verify-rounds"
+ENGINE = "--engine --batch-size --workers --gpus-per-worker --address"
 # every flag each command had when its options were written by hand: scripts use them
 FLAGS = {
-    "classify": f"--vocab --out --preset {SELECTION} --overwrite --max-pixels {CLIP}",
-    "generate": f"--labels --vocab {SELECTION} --out --save-scores --overlay --overwrite --max-pixels {LABELER} {CLIP}",
+    "classify": f"--vocab --out --preset {SELECTION} --overwrite --max-pixels {ENGINE} {CLIP}",
+    "generate": (f"--labels --vocab {SELECTION} --out --save-scores --overlay --overwrite --max-pixels {LABELER} "
+                 f"{ENGINE} {CLIP}"),
     "tune": f"--masks --classes --out --holdout --workers --rounds {LABELER} {CLIP}",
     "evaluate": "--pred --gt --classes --json --allow-missing",
     "train": ("--out --images --architecture --epochs --max-minutes --batch-size --lr --backbone-lr-scale "
@@ -39,7 +41,7 @@ FLAGS = {
               "--val-masks --corrected --precision --workers --seed --weight-decay --warmup-fraction --grad-clip "
               "--scale-range "
               f"--multilabel-weight --given-labels-fraction --checkpoint-minutes --max-pixels {CLIP}"),
-    "predict": "--out --labels --top-k --vocab --device --save-scores --overlay --overwrite --max-pixels",
+    "predict": f"--out --labels --top-k --vocab --device --save-scores --overlay --overwrite --max-pixels {ENGINE}",
     "video": ("--out --labels --key-masks --key-interval --checkpoint --flow --dis-preset --flow-size "
               "--min-confidence --flagged-min-confidence --refine --no-refine --overlay --overwrite --max-pixels "
               f"{LABELER} {CLIP}"),

@@ -82,11 +82,11 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
                 np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
 
 
-def append_jsonl(path: str | os.PathLike, record: Mapping) -> None:
-    """Append one JSON object as a line and flush it to disk (fsync): a journal that a kill cannot lose an entry
-    of, only cut its last line short (``read_jsonl`` skips such a line)."""
+def append_jsonl(path: str | os.PathLike, *records: Mapping) -> None:
+    """Append JSON objects, one per line, and flush them to disk (one fsync for all): a journal that a kill cannot
+    lose an entry of once this returns, only cut its last line short (``read_jsonl`` skips such a line)."""
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write("".join(json.dumps(record) + "\n" for record in records))
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,6 +17,7 @@ from freelabel.io.files import atomic_path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Images with more pixels are refused before they are decoded (decompression bombs); a 100-megapixel photo is read.
 MAX_PIXELS = 100_000_000
+T, R = TypeVar("T"), TypeVar("R")
 
 
 class ImageReadError(FreelabelError):
@@ -101,29 +102,27 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def prefetch_images(paths: Sequence[str | os.PathLike], lookahead: int = 4, max_pixels: int | None = MAX_PIXELS
-                    ) -> Iterator[tuple[Path, np.ndarray | ImageReadError]]:
-    """Read images (see ``read_image``) in a background thread, ``lookahead`` ahead of the consumer, so decoding
-    overlaps compute.
-
-    Yields (path, image) with image (H, W, 3) uint8, or (path, ImageReadError) for an unreadable file, in order.
-    """
+def read_ahead(read: Callable[[T], R], items: Sequence[T], lookahead: int = 4) -> Iterator[R]:
+    """``read(item)`` for each of ``items``, in order, run in a background thread ``lookahead`` items ahead of the
+    consumer, so that reading (decoding) overlaps compute. ``read`` should turn its item's errors into values."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def load(path: Path) -> np.ndarray | ImageReadError:
-        try:
-            return read_image(path, max_pixels)
-        except ImageReadError as error:
-            return error
-        except Exception as error:  # any decoder failure is this file's, never the run's  # noqa: BLE001
-            return ImageReadError(f"cannot read image {path}: {type(error).__name__}: {error}")
-
-    paths = [Path(p) for p in paths]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = [(path, pool.submit(load, path)) for path in paths[:lookahead]]
-        for index in range(len(paths)):
-            path, future = pending.pop(0)
-            if index + lookahead < len(paths):
-                ahead = paths[index + lookahead]
-                pending.append((ahead, pool.submit(load, ahead)))
-            yield path, future.result()
+        pending = [pool.submit(read, item) for item in items[:lookahead]]
+        for index in range(len(items)):
+            future = pending.pop(0)
+            if index + lookahead < len(items):
+                pending.append(pool.submit(read, items[index + lookahead]))
+            yield future.result()
+
+
+def read_image_or_error(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray | ImageReadError:
+    """``read_image``, with any failure to read or decode the file returned as an ``ImageReadError`` (this file's,
+    never the run's) instead of raised."""
+    try:
+        return read_image(path, max_pixels)
+    except ImageReadError as error:
+        return error
+    except Exception as error:  # any decoder failure is this file's, never the run's  # noqa: BLE001
+        return ImageReadError(f"cannot read image {path}: {type(error).__name__}: {error}")
+

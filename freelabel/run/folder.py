@@ -21,7 +21,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from freelabel.errors import FreelabelError, RunStoppedError
 from freelabel.io.files import append_jsonl, read_json, read_jsonl, remove_stray_temp_files, write_json, write_jsonl
@@ -160,14 +160,19 @@ class JobFolder:
     def record(self, name: str, entry: dict[str, Any]) -> None:
         """Append item ``name``'s ``entry`` (``{"status": "done" | "failed", ...}``) to the journal as it finishes;
         raises ``FreelabelError`` when the folder vanished (see ``check_present``)."""
+        self.record_all([(name, entry)])
+
+    def record_all(self, finished: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """``record`` each (name, entry) of ``finished`` (e.g. a batch), with one write and one flush to disk."""
         self.check_present()
         with self.stops_on_write_errors():
-            append_jsonl(self.out / JOURNAL, {"image": name, **entry})
-        self.entries[name] = {"image": name, **entry}
-        if name in self._recorded:  # recorded again (e.g. a frame failed, then written): count its last status
-            self.counts[self._recorded[name]] -= 1
-        self._recorded[name] = entry["status"]
-        self.counts[entry["status"]] += 1
+            append_jsonl(self.out / JOURNAL, *({"image": name, **entry} for name, entry in finished))
+        for name, entry in finished:
+            self.entries[name] = {"image": name, **entry}
+            if name in self._recorded:  # recorded again (e.g. a frame failed, then written): count its last status
+                self.counts[self._recorded[name]] -= 1
+            self._recorded[name] = entry["status"]
+            self.counts[entry["status"]] += 1
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Every journaled item's last entry (without its name), by name, in journal order."""

@@ -1,32 +1,30 @@
-"""The local engine: jobs one after another in this process, images read ahead in a background thread."""
+"""The local engine: a worker's batches one after another in this process, inputs read ahead in a thread."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
-from freelabel.io.images import MAX_PIXELS, ImageReadError, prefetch_images
-from freelabel.run.folder import failure
-from freelabel.run.job import ImageJob, ItemError, run_job
-from freelabel.segmentation import ImageSegmenter
+from freelabel.io.images import read_ahead
+from freelabel.run.engine import BatchWorker, Item, batches
 
 
 class LocalEngine:
-    """Runs jobs in order in this process (see ``Engine``), with a progress bar on a terminal."""
+    """Runs a worker's batches in order in this process (see ``Engine``), with a progress bar on a terminal."""
 
-    def run(self, make_model: Callable[[], ImageSegmenter], jobs: Sequence[ImageJob], classes: Sequence[str],
-            max_pixels: int | None = MAX_PIXELS) -> Iterator[tuple[ImageJob, dict[str, Any]]]:
-        """Run ``jobs`` in order on ``make_model()`` and yield each with its journal entry as it finishes (see
-        ``Engine.run``)."""
-        model = make_model()
-        images = prefetch_images([job.image_path for job in jobs], max_pixels=max_pixels)
-        for job, (_, image) in tqdm(zip(jobs, images), total=len(jobs), desc="masks", unit="image", disable=None):
-            if isinstance(image, ImageReadError):
-                yield job, failure("read", str(image))
-                continue
-            try:
-                entry = run_job(model, job, classes, image)
-            except ItemError as error:
-                entry = failure(error.stage, str(error))
-            yield job, entry
+    def __init__(self, batch_size: int = 1):
+        """batch_size: items per worker call."""
+        self.batch_size = batch_size
+
+    def run(self, worker: BatchWorker[Item], items: Sequence[Item], shared: Sequence[Path] = ()
+            ) -> Iterator[list[tuple[Item, dict[str, Any]]]]:
+        """Run ``worker`` over ``items`` in order and yield each finished batch (see ``Engine.run``); ``shared`` is
+        this machine's own."""
+        inputs = read_ahead(worker.read, items)
+        with tqdm(total=len(items), unit="image", disable=None) as progress:
+            for batch in batches(items, self.batch_size):
+                entries = worker(batch, [next(inputs) for _ in batch])
+                progress.update(len(batch))
+                yield list(zip(batch, entries))

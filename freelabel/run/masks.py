@@ -3,7 +3,6 @@ the images not yet done to an ``ImageSegmenter`` through an ``Engine``, journali
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import time
@@ -16,9 +15,9 @@ from freelabel.io.files import provenance
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.labels import LabelError, check_label, read_image_labels
 from freelabel.io.masks import IGNORE_INDEX
-from freelabel.run.engine import Engine
+from freelabel.run.engine import Engine, OncePerProcess
 from freelabel.run.folder import JobFolder, failure, image_names
-from freelabel.run.job import ImageJob
+from freelabel.run.job import ImageJob, MaskWorker
 from freelabel.run.local import LocalEngine
 from freelabel.segmentation import ImageSegmenter
 
@@ -110,10 +109,11 @@ class MaskFolder:
         """Segment the images not yet done and rebuild ``manifest.json`` (``manifest`` plus the classes, versions,
         per-image status and a ``summary`` counting done, skipped and failed images) and ``errors.jsonl``.
 
-        make_model: builds the model; it is built here once, before the folder is touched (a model that cannot
-        load leaves no trace), and encodes the labels the images need; ``engine`` (default ``LocalEngine``) gets
-        this same model back when it runs the jobs in this process. Returns the manifest."""
-        make_model = functools.cache(make_model)
+        make_model: builds the model (picklable, for an engine that runs it elsewhere); it is built here once,
+        before the folder is touched (a model that cannot load leaves no trace), and encodes the labels the images
+        need. ``engine`` (default ``LocalEngine()``) runs the jobs (``MaskWorker``); a local one reuses that model.
+        Returns the manifest."""
+        make_model = OncePerProcess(make_model)
         model = make_model()
         with self.folder.open(self.inputs.classes):
             jobs, skipped = [], 0
@@ -129,14 +129,18 @@ class MaskFolder:
             manifest = {**manifest, "classes": self.inputs.classes, **provenance()}
             started = time.monotonic()
             # the labels still needed, in batches, once (a resumed run does not re-encode a finished vocabulary)
-            model.prepare_labels(list(dict.fromkeys(label for job in jobs for label in job.labels)))
+            labels = list(dict.fromkeys(label for job in jobs for label in job.labels))
+            model.prepare_labels(labels)
             text_seconds = time.monotonic() - started
             started = time.monotonic()
-            engine = engine or LocalEngine()
-            for job, entry in engine.run(make_model, jobs, self.inputs.classes, self.options.max_pixels):
-                self.folder.record(job.name, entry)
-                if self.folder.counts["done"] % MANIFEST_EVERY == 0 and entry["status"] == "done":
+            worker = MaskWorker(make_model, self.inputs.classes, labels, self.options.max_pixels)
+            written = 0
+            for finished in (engine or LocalEngine()).run(worker, jobs, shared=(self.images_dir, self.out)):
+                self.folder.record_all([(job.name, entry) for job, entry in finished])
+                done = sum(entry["status"] == "done" for _, entry in finished)
+                if (written + done) // MANIFEST_EVERY > written // MANIFEST_EVERY:
                     self._write_records(manifest)
+                written += done
             counts = self.folder.counts
             manifest["summary"] = {"done": counts["done"], "skipped": skipped + len(self.inputs.unlabelled),
                                    "failed": counts["failed"] + len(self.inputs.problems),

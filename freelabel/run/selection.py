@@ -15,21 +15,22 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
-
 from freelabel.cards import Preset, resolve_preset
 from freelabel.clip.loading import ClipConfig
 from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
-from freelabel.io import ImageReadError, prefetch_images, provenance, read_vocabulary, write_json
-from freelabel.io.images import MAX_PIXELS
+from freelabel.io import ImageReadError, provenance, read_vocabulary, write_json
+from freelabel.io.images import MAX_PIXELS, read_image_or_error
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.select import LabelSelector
+from freelabel.run.engine import Engine, OncePerProcess
+from freelabel.run.engines import EngineConfig
 from freelabel.run.folder import JobFolder, failure, image_names
+from freelabel.run.local import LocalEngine
 from freelabel.run.masks import Inputs, label_inputs
 
 SCORES_KEPT = 10  # best scores written per image (the vocabulary may hold thousands of classes)
@@ -50,6 +51,8 @@ class ClassifyConfig:
     overwrite: bool = option(False, help="Redo every image, and rebind the folder to a new vocabulary or settings; "
                              "needed to reuse a folder.")
     max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread (decompression bombs).")
+    engine: EngineConfig = option(default_factory=EngineConfig, help="Where the images are segmented (this "
+                                  "process, or Ray actors) and in what batches; never changes what is written.")
 
     def settings(self) -> tuple[SelectionConfig, LabelerConfig]:
         """The preset's selection settings with ``overrides`` on top, and its labeler settings (for the masks the
@@ -88,19 +91,53 @@ def selected_labels(status: Mapping[str, dict[str, Any]]) -> dict[str, list[str]
     return {name: entry["labels"] for name, entry in status.items() if entry["status"] == "done"}
 
 
+class SelectionWorker:
+    """The worker of a selection folder (see ``BatchWorker``): reads images by name and selects each one's labels
+    (``image_entry``). Builds its ``LabelSelector`` on first use, in the process that runs it."""
+
+    def __init__(self, make_labeler: Callable[[], Labeler], selection: SelectionConfig, vocabulary: list[list[str]],
+                 images_dir: Path, max_pixels: int | None = MAX_PIXELS):
+        """make_labeler: builds the ``Labeler`` (picklable; see ``OncePerProcess``). selection: the settings.
+        vocabulary: the classes, each a list of synonyms. images_dir: where the named images are. max_pixels: larger
+        images are refused unread."""
+        self.make_labeler, self.selection, self.vocabulary = make_labeler, selection, vocabulary
+        self.images_dir, self.max_pixels = images_dir, max_pixels
+        self._selector: LabelSelector | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_selector": None}
+
+    def selector(self) -> LabelSelector:
+        """The selector, built (and the vocabulary encoded) on first use."""
+        if self._selector is None:
+            self._selector = LabelSelector(self.make_labeler(), self.selection)
+            self._selector.set_vocabulary(self.vocabulary)
+        return self._selector
+
+    def read(self, name: str) -> np.ndarray | ImageReadError:
+        """The (H, W, 3) uint8 image ``name`` (relative to the image folder), or why it cannot be read."""
+        return read_image_or_error(self.images_dir / name, self.max_pixels)
+
+    def __call__(self, names: Sequence[str], images: Sequence[np.ndarray | ImageReadError]) -> list[dict[str, Any]]:
+        """Each image's journal entry (``image_entry``)."""
+        return [image_entry(self.selector(), image) for image in images]
+
+
 def select_folder(images_dir: Path, vocabulary_spec: str, out: Path, config: ClassifyConfig,
                   selection: SelectionConfig, labeler_config: LabelerConfig,
-                  make_labeler: Callable[[], Labeler]) -> dict:
+                  make_labeler: Callable[[], Labeler], engine: Engine | None = None) -> dict:
     """Select every image's labels below ``images_dir`` from the vocabulary ``vocabulary_spec`` (a file with one
     class per line, synonyms after commas; a ``classes.txt``; or ``"a,b,c"``) and write to ``out``: ``labels.json``,
     ``manifest.json`` (config, selection and labeler settings, per image its labels, the best scores, what the
     check against the masks dropped and added), ``errors.jsonl``, ``job.json``, ``journal.jsonl``.
 
     selection, labeler_config: the settings in force (``config.settings()``). make_labeler: builds the ``Labeler``
-    (with ``labeler_config``) whose CLIP classifies the views and whose masks check the labels; called after the
-    vocabulary, settings and image list are checked and before the folder is touched. A problem with one image
-    (reading it, selecting its labels) fails that image only. Returns the manifest with every image's entry under
-    ``images``; its ``summary`` counts done, skipped and failed images."""
+    (with ``labeler_config``) whose CLIP classifies the views and whose masks check the labels; picklable (an
+    engine may build it in other processes), called here after the vocabulary, settings and image list are checked
+    and before the folder is touched. engine: runs the images (``SelectionWorker``; default ``LocalEngine()``, which
+    reuses that labeler). A problem with one image (reading it, selecting its labels) fails that image only.
+    Returns the manifest with every image's entry under ``images``; its ``summary`` counts done, skipped and failed
+    images."""
     vocabulary = read_vocabulary(vocabulary_spec)
     names = image_names(images_dir)
     settings = {"model": config.clip.model, "pretrained": config.clip.pretrained, "selection": selection.to_dict(),
@@ -109,17 +146,16 @@ def select_folder(images_dir: Path, vocabulary_spec: str, out: Path, config: Cla
                 "max_pixels": config.max_pixels}
     folder = JobFolder(out, {"classes": [], "image_labels": None, "settings": settings}, config.overwrite,
                        {"image folder": images_dir})
+    make_labeler = OncePerProcess(make_labeler)
     labeler = make_labeler()  # before the folder is made: a failed load leaves no trace
     with folder.open(None):
         todo = [name for name in names if not folder.done(name, ())]
-        selector = LabelSelector(labeler, selection)
+        worker = SelectionWorker(make_labeler, selection, vocabulary, images_dir, config.max_pixels)
         started = time.monotonic()
-        selector.set_vocabulary(vocabulary)
+        worker.selector()  # the vocabulary encoded here, timed apart
         text_seconds, started = time.monotonic() - started, time.monotonic()
-        images = prefetch_images([images_dir / name for name in todo], max_pixels=config.max_pixels)
-        for name, (_, image) in tqdm(zip(todo, images), total=len(todo), desc="selecting labels", unit="image",
-                                     disable=None):
-            folder.record(name, image_entry(selector, image))
+        for finished in (engine or LocalEngine()).run(worker, todo, shared=(images_dir, out)):
+            folder.record_all(finished)
         journaled = folder.status()
         status = {name: journaled[name] for name in names if name in journaled}
         counts = folder.counts

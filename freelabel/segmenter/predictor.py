@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,15 @@ from freelabel.segmenter.config import SegmenterConfig
 from freelabel.segmenter.data import resize_short_side
 from freelabel.segmenter.factory import create_segmenter
 from freelabel.segmenter.modeling import SelectedLabelSegmenter
+
+
+def run_device(run: Mapping[str, Any], device: str | None = None) -> str:
+    """The device a trained run (``read_run``'s content) is loaded on: ``device``; None = the one it was trained on
+    when this machine has it, else CPU."""
+    if device is not None:
+        return device
+    trained_on = run["clip"]["device"]
+    return "cpu" if trained_on.startswith("cuda") and not torch.cuda.is_available() else trained_on
 
 
 class Segmenter:
@@ -59,9 +68,7 @@ class Segmenter:
                                  f"{clip_config.model} ({clip_config.pretrained})")
         if device is None and clip_config is not None:
             device = clip_config.device
-        elif device is None:  # the run's device when this machine has it
-            device = run["clip"]["device"]
-            device = "cpu" if device.startswith("cuda") and not torch.cuda.is_available() else device
+        device = run_device(run, device)
         config = dataclasses.replace(clip_config or ClipConfig(model=model_name, pretrained=pretrained),
                                      device=device)
         clip = load_clip(config)

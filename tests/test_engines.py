@@ -1,0 +1,116 @@
+"""The engine layer without a cluster: the local engine's batches, the worker's per-image failures inside a batch,
+the engine settings' checks, what an engine ships to other processes, and a Ray worker's shared-storage check."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freelabel.errors import ConfigError, FreelabelError
+from freelabel.io.images import ImageReadError
+from freelabel.run.engine import OncePerProcess, batches
+from freelabel.run.engines import EngineConfig, create_engine
+from freelabel.run.job import ImageJob, MaskWorker
+from freelabel.run.local import LocalEngine
+from freelabel.segmentation import Segmentation
+
+
+class _Halves:
+    """A model that labels the left half of an image with its first label; ``segment_batch`` records batch sizes
+    and fails a whole batch that holds a 1-pixel-wide image (as a real model's batch would fail on one bad image)."""
+
+    def __init__(self):
+        self.batch_sizes: list[int] = []
+        self.image = None
+
+    def prepare_labels(self, labels):
+        pass
+
+    def set_image(self, image):
+        if image.shape[1] == 1:
+            raise ValueError("image too narrow")
+        self.image = image
+
+    def segment(self, labels):
+        height, width = self.image.shape[:2]
+        mask = np.zeros((height, width), np.uint8)
+        mask[:, : width // 2] = 1
+        probabilities = np.stack([mask == 0, mask == 1]).astype(np.float32)
+        return Segmentation(list(labels[:1]), probabilities[1:], probabilities, mask)
+
+    def segment_batch(self, images, labels):
+        self.batch_sizes.append(len(images))
+        results = []
+        for image, image_labels in zip(images, labels):
+            self.set_image(image)
+            results.append(self.segment(image_labels))
+        return results
+
+
+def _jobs(tmp_path: Path, n: int) -> list[ImageJob]:
+    return [ImageJob(f"{i}.png", tmp_path / f"{i}.png", ("cat",), tmp_path / "out" / f"{i}.png", None)
+            for i in range(n)]
+
+
+def test_batches_cover_the_items_in_order():
+    assert [list(b) for b in batches(list(range(7)), 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_the_local_engine_runs_every_item_once_in_batches(tmp_path, batch_size):
+    model = _Halves()
+    worker = MaskWorker(lambda: model, ["background", "cat"], ["cat"])
+    worker.read = lambda job: np.zeros((4, 6, 3), np.uint8)
+    jobs = _jobs(tmp_path, 7)
+    finished = [pair for batch in LocalEngine(batch_size).run(worker, jobs) for pair in batch]
+    assert [job for job, _ in finished] == jobs
+    assert all(entry["status"] == "done" for _, entry in finished)
+    assert all(job.mask_path.is_file() for job in jobs)
+    assert model.batch_sizes == ([] if batch_size == 1 else [len(b) for b in batches(jobs, batch_size) if len(b) > 1])
+
+
+def test_one_bad_image_in_a_batch_fails_alone(tmp_path):
+    worker = MaskWorker(_Halves, ["background", "cat"], ["cat"])
+    jobs = _jobs(tmp_path, 4)
+    images = [np.zeros((4, 6, 3), np.uint8), np.zeros((4, 1, 3), np.uint8), ImageReadError("cannot read 2.png"),
+              np.zeros((5, 6, 3), np.uint8)]
+    entries = worker(jobs, images)
+    assert [e["status"] for e in entries] == ["done", "failed", "failed", "done"]
+    assert entries[1]["stage"] == "segment" and "too narrow" in entries[1]["reason"]
+    assert entries[2] == {"status": "failed", "stage": "read", "reason": "cannot read 2.png"}
+    assert not jobs[1].mask_path.exists() and jobs[3].mask_path.is_file()
+
+
+def test_a_worker_pickles_without_its_model():
+    built = []
+    factory = OncePerProcess(lambda: built.append(1) or _Halves())
+    assert factory() is factory()  # built once in this process
+    worker = MaskWorker(factory, ["background", "cat"], ["cat"])
+    worker([], [])
+    copy = pickle.loads(pickle.dumps(MaskWorker(OncePerProcess(_Halves), ["background"], [])))
+    assert copy._model is None and copy.make_model._built is None
+    assert len(built) == 1
+
+
+def test_engine_settings_are_checked_before_any_work():
+    with pytest.raises(ConfigError, match="batch-size must be at least 1"):
+        EngineConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="unknown engine"):
+        EngineConfig(engine="spark")
+    with pytest.raises(ConfigError, match="settings of --engine ray"):
+        EngineConfig(workers=2)
+    assert create_engine(EngineConfig(), "freelabel-toy", "cpu").batch_size == 1  # the card's CPU default
+    assert create_engine(EngineConfig(batch_size=4), "ViT-B-16", "cpu").batch_size == 4
+
+
+def test_a_ray_worker_refuses_a_node_without_the_shared_folders(tmp_path):
+    pytest.importorskip("ray")
+    from freelabel.run.ray_engine import _Actor
+
+    worker = MaskWorker(_Halves, ["background"], [])
+    _Actor(worker, [str(tmp_path)], 1)  # the folder is there: it starts
+    with pytest.raises(FreelabelError, match="not visible on node .*storage every node mounts"):
+        _Actor(worker, [str(tmp_path / "elsewhere")], 1)
