@@ -39,9 +39,11 @@ class RayEngine:
         """batch_size: items per worker call. workers: actors, each holding one model (None: one per
         ``gpus_per_worker`` GPUs of the cluster when that is above 0, else 1). gpus_per_worker: GPUs each actor
         reserves. address: a running cluster's address; None: the cluster this process is connected to, else one
-        started on this machine for the run (and stopped with the process)."""
+        started on this machine for the run (and stopped with the process). ``ConfigError`` when Ray is not
+        installed, or nothing answers at ``address``: before any work."""
         if importlib.util.find_spec("ray") is None:  # refused before any work, not when the first image is due
             raise ConfigError(RAY_MISSING)
+        _check_reachable(address)
         self.batch_size, self.workers, self.gpus_per_worker, self.address = (batch_size, workers, gpus_per_worker,
                                                                               address)
 
@@ -123,6 +125,18 @@ def connect(address: str | None = None) -> Any:
     context.enable_progress_bars = False  # the driver's own bar counts images
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     return ray
+
+
+def _check_reachable(address: str | None) -> None:
+    """``ConfigError`` when ``address`` is a ``host:port`` nothing answers on (Ray itself would retry for minutes)."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # None, 'auto' or a client address: ray.init's own rules
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ConfigError(f"cannot join the Ray cluster at {address}: nothing answers there ({error.strerror or error}"
+                          "); start one with `ray start --head` and pass the address it prints") from None
 
 
 def _reason(error: BaseException) -> str:
