@@ -21,7 +21,9 @@ from freelabel.run.job import ImageJob, MaskWorker
 from freelabel.run.local import LocalEngine
 from freelabel.segmentation import ImageSegmenter
 
-MANIFEST_EVERY = 50  # images between manifest rebuilds while running
+# seconds between manifest rebuilds while running: by time, not by count, since a rebuild writes every image's
+# entry (a count would make a million-image run quadratic)
+MANIFEST_SECONDS = 30.0
 
 
 @dataclass
@@ -134,13 +136,12 @@ class MaskFolder:
             text_seconds = time.monotonic() - started
             started = time.monotonic()
             worker = MaskWorker(make_model, self.inputs.classes, labels, self.options.max_pixels)
-            written = 0
+            rebuilt = time.monotonic()
             for finished in (engine or LocalEngine()).run(worker, jobs, shared=(self.images_dir, self.out)):
                 self.folder.record_all([(job.name, entry) for job, entry in finished])
-                done = sum(entry["status"] == "done" for _, entry in finished)
-                if (written + done) // MANIFEST_EVERY > written // MANIFEST_EVERY:
+                if time.monotonic() - rebuilt >= MANIFEST_SECONDS:
                     self._write_records(manifest)
-                written += done
+                    rebuilt = time.monotonic()
             counts = self.folder.counts
             manifest["summary"] = {"done": counts["done"], "skipped": skipped + len(self.inputs.unlabelled),
                                    "failed": counts["failed"] + len(self.inputs.problems),

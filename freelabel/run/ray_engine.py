@@ -18,7 +18,9 @@ import logging
 import os
 import pickle
 import socket
+import threading
 from pathlib import Path
+from queue import Full, Queue
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -73,15 +75,58 @@ class RayEngine:
         seen: set[int] = set()
         try:
             with tqdm(total=len(items), unit="image", disable=None) as progress:
-                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                    finished = [(int(index), json.loads(entry)) for index, entry in zip(batch["index"], batch["entry"])
-                                if int(index) not in seen]
+                for batches in _coalesced(dataset.iter_batches(batch_size=None, batch_format="numpy")):
+                    finished = [(int(index), json.loads(entry)) for batch in batches
+                                for index, entry in zip(batch["index"], batch["entry"]) if int(index) not in seen]
                     seen.update(index for index, _ in finished)
                     progress.update(len(finished))
                     yield [(items[index], entry) for index, entry in finished]
         except (ray.exceptions.RayError, ray.exceptions.RaySystemError) as error:
             raise RunStoppedError(f"the Ray run stopped: {_reason(error)}; finished images stay journaled, run the "
                                   "command again to resume") from None
+
+
+def _coalesced(produced: Iterator[Any], limit: int = 1024) -> Iterator[list[Any]]:
+    """What ``produced`` yields, read in a background thread: each yield is everything it produced since the last
+    (at least one, at most ``limit``), so that a consumer slower than the workers (the journal, one flush to disk per
+    yield) takes many batches at once rather than falling behind. An error of ``produced`` is raised here; closing
+    this generator stops the thread at its next batch."""
+    queue: Queue = Queue(maxsize=limit)
+    stop, end = threading.Event(), object()
+
+    def produce() -> None:
+        try:
+            for value in produced:
+                while not stop.is_set():
+                    try:
+                        queue.put(value, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            queue.put(error)
+        else:
+            queue.put(end)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            values = [queue.get()]
+            while len(values) < limit and not queue.empty():
+                values.append(queue.get())
+            ended = next((value for value in values if value is end or isinstance(value, BaseException)), None)
+            values = [value for value in values if value is not end and not isinstance(value, BaseException)]
+            if values:
+                yield values
+            if isinstance(ended, BaseException):
+                raise ended
+            if ended is end:
+                return
+    finally:
+        stop.set()
 
 
 class _Actor:
