@@ -54,18 +54,25 @@ def _one_by_one(model, images, labels):
     return results
 
 
-def _assert_same(batch, single):
+def _assert_same(batch, single, device="cpu"):
+    """On the CPU masks to the byte and scores within 1e-5; on a GPU (whose kernels differ by batch size) scores
+    within 1e-4 and masks on all but 0.1% of pixels."""
+    tolerance = 1e-5 if device == "cpu" else 1e-4
     assert len(batch) == len(single)
     for b, s in zip(batch, single):
         assert b.labels == s.labels
-        assert b.mask.dtype == s.mask.dtype == np.uint8 and b.mask.tobytes() == s.mask.tobytes()
+        assert b.mask.dtype == s.mask.dtype == np.uint8 and b.mask.shape == s.mask.shape
+        if device == "cpu":
+            assert b.mask.tobytes() == s.mask.tobytes()
+        else:
+            assert (b.mask != s.mask).mean() <= 1e-3
         assert b.probabilities.shape == s.probabilities.shape and b.scores.shape == s.scores.shape
-        np.testing.assert_allclose(b.probabilities, s.probabilities, rtol=0, atol=1e-5)
-        np.testing.assert_allclose(b.scores, s.scores, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(b.probabilities, s.probabilities, rtol=0, atol=tolerance)
+        np.testing.assert_allclose(b.scores, s.scores, rtol=0, atol=tolerance)
         if s.label_scores is None:
             assert b.label_scores is None
         else:
-            np.testing.assert_allclose(b.label_scores, s.label_scores, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(b.label_scores, s.label_scores, rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize("settings", [
@@ -75,9 +82,12 @@ def _assert_same(batch, single):
     dict(crf_backend="torch", method="relevance", scales=(1.0,)),  # encoder per image and label
 ])
 @pytest.mark.parametrize("image_set", LABELER_IMAGE_SETS)
-def test_labeler_batch_equals_one_by_one(tiny, image_set, settings, monkeypatch):
+def test_labeler_batch_equals_one_by_one(tiny, image_set, settings, device, monkeypatch):
     scale, input_size = LABELER_IMAGE_SETS[image_set]
     images = _image_set(scale)
+    if device != "cpu":
+        torch.manual_seed(0)
+        tiny = load_clip("test-tiny-vit", "random", device=device)
     labeler = Labeler(tiny, config=LabelerConfig(input_size=input_size).with_overrides(**settings))
     single = _one_by_one(labeler, images, IMAGE_LABELS)
     encoder_batches, crf_batches = [], []
@@ -86,7 +96,7 @@ def test_labeler_batch_equals_one_by_one(tiny, image_set, settings, monkeypatch)
     monkeypatch.setattr(freelabel.pseudo.labeler, "refine",
                         lambda *args: crf_batches.append(tuple(args[0].shape)) or refine(*args))
     batch = labeler.segment_batch(images, IMAGE_LABELS)
-    _assert_same(batch, single)
+    _assert_same(batch, single, device)
     if labeler.config.method == "surgery":  # one encoder call per crop size, holding every image's crops of it
         sizes = [shape[-2:] for shape in encoder_batches]
         assert len(sizes) == len(set(sizes)) and sum(shape[0] for shape in encoder_batches) == sum(
