@@ -47,6 +47,25 @@ def test_a_batch_refines_like_single_images(backend, device):
     assert not torch.allclose(batch[:1], single, atol=1e-3)
 
 
+@pytest.mark.parametrize("backend", ["pydensecrf", "torch"])
+def test_padding_classes_stay_zero_and_change_nothing(backend, device):
+    image, _, probabilities = _blurred_square(device=device)
+    config = CrfConfig(backend=backend)
+    single = refine(probabilities, image, config)
+    # the image as the first of a batch whose other image has one more class: one padding class for it
+    three = torch.softmax(torch.randn(1, 3, *probabilities.shape[2:], device=device), dim=1)
+    padded = torch.cat([torch.cat([probabilities, torch.zeros_like(probabilities[:, :1])], dim=1), three])
+    valid = torch.tensor([[True, True, False], [True, True, True]], device=device)
+    batch = refine(padded, torch.cat([image, image]), config, valid)
+    assert (batch[0, 2] == 0).all()
+    if device == "cpu":  # the per-image result, to the bit
+        assert torch.equal(batch[:1, :2], single)
+    else:
+        assert torch.allclose(batch[:1, :2], single, atol=1e-5)
+    with pytest.raises(ValueError, match="valid"):
+        refine(padded, torch.cat([image, image]), config, valid[:, :2])
+
+
 def test_crf_errors():
     image, _, probabilities = _blurred_square()
     with pytest.raises(ValueError, match="differ in size"):

@@ -143,9 +143,9 @@ def test_segment_keeps_its_work_on_the_labelers_device(device, backend, monkeypa
     seen = []
     refine = freelabel.pseudo.labeler.refine
 
-    def spy(probabilities, images, config):  # what the CRF is handed, and where
+    def spy(probabilities, images, config, valid=None):  # what the CRF is handed, and where
         seen.append((probabilities.device.type, images.device.type, tuple(probabilities.shape)))
-        return refine(probabilities, images, config)
+        return refine(probabilities, images, config, valid)
 
     monkeypatch.setattr(freelabel.pseudo.labeler, "refine", spy)
     labeler = Labeler(clip, config=LabelerConfig().with_overrides(crf_backend=backend))

@@ -116,6 +116,9 @@ class DenseClipEncoder(nn.Module):
         patches = visual.ln_post(dense[:, 1:]) if dense is not None else tokens
         if visual.final_ln_after_pool and dense is None:
             patches = visual.ln_post(patches)
-        pooled, patches = pooled @ visual.proj, patches @ visual.proj
+        # row by row: a (B, width) @ proj product takes a different BLAS kernel for each small B and rounds
+        # differently, and an image's embedding must not depend on what else is in the batch
+        pooled = torch.cat([row @ visual.proj for row in pooled.split(1)])
+        patches = patches @ visual.proj
         intermediates = [taken[index % len(resblocks)] for index in blocks]
         return pooled, patches.transpose(1, 2).reshape(b, -1, h, w), intermediates

@@ -56,12 +56,15 @@ class CrfConfig:
                 raise ConfigError(f"CRF {name} must be at least 0, got {getattr(self, name)}")
 
 
-def refine(probabilities: torch.Tensor, images: torch.Tensor, config: CrfConfig | None = None) -> torch.Tensor:
+def refine(probabilities: torch.Tensor, images: torch.Tensor, config: CrfConfig | None = None,
+           valid: torch.Tensor | None = None) -> torch.Tensor:
     """Refine class probabilities with a dense CRF, on their device.
 
     probabilities: (B, K, H, W) float, per pixel a distribution over K labels (background included).
-    images: (B, H, W, 3) uint8 RGB on the same device. Returns (B, K, H, W) float32 in [0, 1], summing to 1 over
-    K, on that device. The ``torch`` backend runs the batch at once; ``pydensecrf`` runs image by image on the CPU.
+    images: (B, H, W, 3) uint8 RGB on the same device. valid: (B, K) bool, False for padding classes (an image of
+    the batch with fewer labels than K): they come out 0 and leave the other classes' results as without them;
+    None = all valid. Returns (B, K, H, W) float32 in [0, 1], summing to 1 over K, on that device. The ``torch``
+    backend runs the batch at once; ``pydensecrf`` runs image by image on the CPU.
     """
     config = config or CrfConfig()
     if probabilities.ndim != 4 or images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
@@ -69,11 +72,15 @@ def refine(probabilities: torch.Tensor, images: torch.Tensor, config: CrfConfig 
                          f"{tuple(probabilities.shape)} and {tuple(images.shape)} {images.dtype}")
     if probabilities.shape[0] != images.shape[0] or probabilities.shape[2:] != images.shape[1:3]:
         raise ValueError(f"probabilities {tuple(probabilities.shape)} and images {tuple(images.shape)} differ in size")
+    if valid is not None and valid.shape != probabilities.shape[:2]:
+        raise ValueError(f"valid {tuple(valid.shape)} does not match probabilities {tuple(probabilities.shape)}")
     if config.backend == "torch":
-        return refine_torch(probabilities, images, config)
-    refined = [_refine_exact(p.float().cpu().numpy(), image.cpu().numpy(), config)
-               for p, image in zip(probabilities, images)]
-    return torch.from_numpy(np.stack(refined)).to(probabilities.device)
+        return refine_torch(probabilities, images, config, valid)
+    refined = np.zeros(probabilities.shape, dtype=np.float32)
+    for i, (p, image) in enumerate(zip(probabilities, images)):
+        keep = np.ones(len(p), dtype=bool) if valid is None else valid[i].cpu().numpy()
+        refined[i, keep] = _refine_exact(p.float().cpu().numpy()[keep], image.cpu().numpy(), config)
+    return torch.from_numpy(refined).to(probabilities.device)
 
 
 def _refine_exact(probabilities: np.ndarray, image: np.ndarray, config: CrfConfig) -> np.ndarray:
@@ -104,11 +111,12 @@ def _local_kernel(features: torch.Tensor, window: int) -> torch.Tensor:
     return kernel * inside.view(1, window * window, h, w)
 
 
-def refine_torch(probabilities: torch.Tensor, images: torch.Tensor, config: CrfConfig | None = None) -> torch.Tensor:
+def refine_torch(probabilities: torch.Tensor, images: torch.Tensor, config: CrfConfig | None = None,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
     """The ``torch`` backend on a batch.
 
     probabilities: (B, K, H, W) float, distributions over K. images: (B, H, W, 3) uint8, on the same device.
-    Returns (B, K, H, W) float32 probabilities.
+    valid: (B, K) bool, False for padding classes (see ``refine``). Returns (B, K, H, W) float32 probabilities.
     """
     config = config or CrfConfig(backend="torch")
     batch, labels, height, width = probabilities.shape
@@ -129,6 +137,9 @@ def refine_torch(probabilities: torch.Tensor, images: torch.Tensor, config: CrfC
     norms = [kernel.sum(dim=1, keepdim=True).clamp_min(1e-6).rsqrt() for _, kernel in kernels]
     log_unary = torch.log(probabilities.float().clamp_min(1e-8))
     q = probabilities.float()
+    if valid is not None:  # exp(-inf) = 0: a padding class stays 0 and adds exact zeros to every sum
+        padding = ~valid[:, :, None, None]
+        log_unary, q = log_unary.masked_fill(padding, -torch.inf), q.masked_fill(padding, 0)
     for _ in range(config.iterations):
         coarse = F.interpolate(q, size=(h, w), mode="area") if step > 1 else q
         message = torch.zeros_like(coarse)

@@ -1,4 +1,5 @@
-"""The user-facing façade: set an image once, then ask for masks of any labels (as SAM's predictor does)."""
+"""The user-facing façade: set an image once, then ask for masks of any labels (as SAM's predictor does), or
+segment a batch of images at once."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from freelabel.pseudo.fusion import fuse
 from freelabel.pseudo.maps import relevance_maps, scale_per_label, surgery_similarity
 from freelabel.pseudo.mask import background_probabilities, confident_mask
 from freelabel.pseudo.views import View, plan_views, view_crops, view_to_image
-from freelabel.segmentation import Segmentation
+from freelabel.segmentation import Segmentation, check_batch, check_labels
 
 
 @dataclass
@@ -31,13 +32,22 @@ class _ViewFeatures:
     dense: torch.Tensor | None  # (n_crops, D, h, w) unit norm along D; surgery only
 
 
+@dataclass
+class _ImageFeatures:
+    """What a label query needs of one image: its views' encoder output and the pixels, for the CRF."""
+
+    image: torch.Tensor  # (H, W, 3) uint8 on the labeler's device
+    views: list[_ViewFeatures]  # in plan_views order
+
+
 class Labeler:
     """Pseudo-masks from CLIP for any labels.
 
     ``set_image`` runs the image encoder over every test-time view once and caches the features;
     ``segment(labels)`` then costs only text embeddings (cached too) and light per-pixel work, so many label
     queries cost one image pass. (With ``method="relevance"`` each query needs its own forward and backward
-    passes; only the views are cached.)
+    passes; only the views are cached.) ``segment_batch`` does both for several images at once, batched across
+    them; ``set_image`` + ``segment`` are that path on one image.
     """
 
     def __init__(self, model: str | LoadedClip = "ViT-B-16", pretrained: str | None = None, device: str = "cpu",
@@ -53,8 +63,7 @@ class Labeler:
         visual = check_supported(self.clip.model.visual)
         depth = len(visual.transformer.resblocks)
         self.encoder = DenseClipEncoder(visual, min(self.config.surgery_blocks, depth))
-        self._image: torch.Tensor | None = None  # (H, W, 3) uint8 on the device, for the CRF
-        self._features: list[_ViewFeatures] = []
+        self._cached: _ImageFeatures | None = None  # set_image's image
 
     @property
     def device(self) -> torch.device:
@@ -63,28 +72,7 @@ class Labeler:
     @torch.no_grad()
     def set_image(self, image: np.ndarray) -> None:
         """Compute and cache the encoder's output for every view of ``image``: (H, W, 3) uint8 RGB."""
-        check_rgb(image)
-        height, width = image.shape[:2]
-        config = self.config
-        base = config.input_size or min(self.clip.image_size)
-        views = plan_views(height, width, base, config.scales, config.flip, self.encoder.patch_size, config.window)
-        tensor = self.clip.images_to_tensor([image], size=(height, width))[0]
-        crops = view_crops(tensor, views, self.clip.interpolation)
-        self._features = []
-        if self.config.method == "relevance":  # gradients depend on the label: keep only the inputs
-            self._features = [_ViewFeatures(view, crop, None, None) for view, crop in zip(views, crops)]
-        # views whose crops share a size go through the encoder as one batch
-        for size in dict.fromkeys(c.shape[-2:] for c in crops) if self.config.method == "surgery" else ():
-            members = [i for i, c in enumerate(crops) if c.shape[-2:] == size]
-            pooled, dense = self.encoder(torch.cat([crops[i] for i in members]))
-            pooled, dense = F.normalize(pooled.float(), dim=-1), F.normalize(dense.float(), dim=1)
-            start = 0
-            for i in members:
-                n = len(crops[i])
-                self._features.append(_ViewFeatures(views[i], crops[i], pooled[start:start + n],
-                                                    dense[start:start + n]))
-                start += n
-        self._image = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        self._cached = self._encode([image])[0]
 
     def prepare_labels(self, labels: Sequence[str]) -> None:
         """Encode ``labels`` (e.g. a dataset's whole vocabulary), the background words and the empty prompt
@@ -98,38 +86,121 @@ class Labeler:
         Each view's map is scaled to [0, 1] per label before fusion, so views and labels are comparable.
         Background words, if configured, compete in feature surgery and are returned after the labels.
         """
-        if self._image is None:
-            raise FreelabelError("call set_image(image) before segment(labels)")
-        labels = list(labels)
-        if not labels or any(not isinstance(label, str) or not label.strip() for label in labels):
-            raise FreelabelError(f"labels must be non-empty strings, got {labels!r}")
-        height, width = self._image.shape[:2]
-        finest = max((f.view.size for f in self._features), key=lambda size: size[0] * size[1])
-        factor = self.config.fusion_upsampling / self.encoder.patch_size
-        grid = (min(height, round(finest[0] * factor)), min(width, round(finest[1] * factor)))
-        queries = labels + [w for w in self.config.background_words if w not in labels]
-        text = self.clip.encode_labels(queries)
-        empty = self.clip.encode_labels([""])[0]
-        per_view = []
-        for features in self._features:
-            if self.config.method == "surgery":
-                crop_maps = surgery_similarity(features.dense, features.pooled, text, empty)
-            else:
-                crop_maps = relevance_maps(self.encoder, features.crops, text)
-            per_view.append(scale_per_label(view_to_image(crop_maps, features.view, grid)))
-        fused = fuse(torch.stack(per_view), self.config.fusion, self.config.softmin_temperature)
-        return F.interpolate(fused[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        return self._same_size_maps([self._require_image()], [check_labels(labels)])[0]
 
+    @torch.no_grad()
     def segment(self, labels: Sequence[str]) -> Segmentation:
         """Masks for ``labels`` in the cached image (see ``Segmentation``). Only these labels and background
         compete; a pixel is background unless a label's scaled map reaches ``background_threshold``. Everything
         stays on the labeler's device (the CRF included) until the result is returned as numpy arrays."""
+        return self._segment([self._require_image()], [check_labels(labels)])[0]
+
+    @torch.no_grad()
+    def segment_batch(self, images: Sequence[np.ndarray], labels: Sequence[Sequence[str]]) -> list[Segmentation]:
+        """Masks for several images at once: ``images[i]`` ((H, W, 3) uint8 RGB, sizes may differ) with its own
+        ``labels[i]`` (non-empty: the labeler cannot select labels itself). The same results as ``set_image``
+        + ``segment`` image by image, with the work batched across images: the views of all images go through
+        the encoder together, one call per crop size; the maps, fusion, probabilities and the ``torch`` CRF run
+        once per group of same-size images (the ``pydensecrf`` CRF runs image by image on the CPU; with
+        ``method="relevance"`` the encoder runs per image and label). The image cached by ``set_image`` is left
+        as it was; nothing of the batch stays cached.
+        """
+        check_batch(images, labels)
+        labels = [check_labels(image_labels) for image_labels in labels]
+        return self._segment(self._encode(images), labels)
+
+    def _require_image(self) -> _ImageFeatures:
+        if self._cached is None:
+            raise FreelabelError("call set_image(image) before segment(labels)")
+        return self._cached
+
+    def _encode(self, images: Sequence[np.ndarray]) -> list[_ImageFeatures]:
+        """Every view of every image through the encoder: crops of one size, whichever image and view they come
+        from, go through as one batch."""
+        for image in images:  # all checked before any work
+            check_rgb(image)
         config = self.config
-        maps = self.label_maps(labels)
-        scores, negatives = maps[:len(labels)], maps[len(labels):]
-        probabilities = background_probabilities(scores, negatives, config.background_threshold, config.sharpness)
-        if config.crf is not None:
-            probabilities = refine(probabilities[None], self._image[None], config.crf)[0]
-        mask = confident_mask(probabilities, config.ignore_threshold)
-        return Segmentation(labels=list(labels), scores=scores.cpu().numpy(),
-                            probabilities=probabilities.cpu().numpy(), mask=mask.cpu().numpy())
+        base = config.input_size or min(self.clip.image_size)
+        plans = []  # per image: its views and their crops
+        for image in images:
+            height, width = image.shape[:2]
+            views = plan_views(height, width, base, config.scales, config.flip, self.encoder.patch_size,
+                               config.window)
+            tensor = self.clip.images_to_tensor([image], size=(height, width))[0]
+            plans.append((views, view_crops(tensor, views, self.clip.interpolation)))
+        encoded: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (image, view) -> pooled, dense
+        if config.method == "surgery":  # relevance's maps depend on the label: only the crops are kept
+            crops = [(i, v, crop) for i, (_, image_crops) in enumerate(plans) for v, crop in enumerate(image_crops)]
+            for size in dict.fromkeys(crop.shape[-2:] for _, _, crop in crops):
+                members = [(i, v, crop) for i, v, crop in crops if crop.shape[-2:] == size]
+                pooled, dense = self.encoder(torch.cat([crop for _, _, crop in members]))
+                pooled, dense = F.normalize(pooled.float(), dim=-1), F.normalize(dense.float(), dim=1)
+                start = 0
+                for i, v, crop in members:
+                    encoded[i, v] = pooled[start:start + len(crop)], dense[start:start + len(crop)]
+                    start += len(crop)
+        return [_ImageFeatures(torch.from_numpy(np.ascontiguousarray(image)).to(self.device),
+                               [_ViewFeatures(view, crop, *encoded.get((i, v), (None, None)))
+                                for v, (view, crop) in enumerate(zip(*plans[i]))])
+                for i, image in enumerate(images)]
+
+    def _same_size_maps(self, images: list[_ImageFeatures], labels: list[list[str]]) -> list[torch.Tensor]:
+        """``label_maps`` for images of one size, each with its own labels: per image (Q_i, H, W) float32, its
+        labels' maps then its background words'.
+
+        The maps of all images are stacked along the label axis, so that mapping views back, scaling, fusing
+        and upsampling (all per label) run once for the group.
+        """
+        height, width = images[0].image.shape[:2]
+        finest = max((f.view.size for f in images[0].views), key=lambda size: size[0] * size[1])
+        factor = self.config.fusion_upsampling / self.encoder.patch_size
+        grid = (min(height, round(finest[0] * factor)), min(width, round(finest[1] * factor)))
+        queries = [image_labels + [w for w in self.config.background_words if w not in image_labels]
+                   for image_labels in labels]
+        texts = [self.clip.encode_labels(image_queries) for image_queries in queries]
+        empty = self.clip.encode_labels([""])[0]
+        per_view = []
+        for v, view in enumerate(f.view for f in images[0].views):  # same-size images share their views
+            crop_maps = []
+            for image, text in zip(images, texts):
+                features = image.views[v]
+                if self.config.method == "surgery":
+                    crop_maps.append(surgery_similarity(features.dense, features.pooled, text, empty))
+                else:
+                    crop_maps.append(relevance_maps(self.encoder, features.crops, text))
+            per_view.append(scale_per_label(view_to_image(torch.cat(crop_maps, dim=1), view, grid)))
+        fused = fuse(torch.stack(per_view), self.config.fusion, self.config.softmin_temperature)
+        maps = F.interpolate(fused[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        return list(maps.split([len(image_queries) for image_queries in queries]))
+
+    def _segment(self, images: list[_ImageFeatures], labels: list[list[str]]) -> list[Segmentation]:
+        """``segment`` for each image with its labels, batched over the images of each size."""
+        config = self.config
+        results: list[Segmentation | None] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(tuple(image.image.shape), []).append(i)
+        for members in groups.values():
+            maps = self._same_size_maps([images[i] for i in members], [labels[i] for i in members])
+            scores = [image_maps[:len(labels[i])] for i, image_maps in zip(members, maps)]
+            probabilities = [background_probabilities(image_scores, image_maps[len(labels[i]):],
+                                                      config.background_threshold, config.sharpness)
+                             for i, image_scores, image_maps in zip(members, scores, maps)]
+            if config.crf is not None:
+                probabilities = self._refine(probabilities, [images[i].image for i in members])
+            for i, image_scores, image_probabilities in zip(members, scores, probabilities):
+                mask = confident_mask(image_probabilities, config.ignore_threshold)
+                results[i] = Segmentation(labels=list(labels[i]), scores=image_scores.cpu().numpy(),
+                                          probabilities=image_probabilities.cpu().numpy(), mask=mask.cpu().numpy())
+        return results
+
+    def _refine(self, probabilities: list[torch.Tensor], images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The CRF on same-size images in one call: per image (K_i + 1, H, W) probabilities and (H, W, 3) uint8
+        pixels. Images with fewer labels are padded with classes that ``refine`` keeps at 0."""
+        classes = [len(p) for p in probabilities]
+        padded = probabilities[0].new_zeros((len(probabilities), max(classes), *probabilities[0].shape[1:]))
+        valid = torch.zeros(padded.shape[:2], dtype=torch.bool, device=padded.device)
+        for i, p in enumerate(probabilities):
+            padded[i, :len(p)], valid[i, :len(p)] = p, True
+        refined = refine(padded, torch.stack(images), self.config.crf, valid)
+        return [r[:n] for r, n in zip(refined, classes)]
