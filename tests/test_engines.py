@@ -114,3 +114,20 @@ def test_a_ray_worker_refuses_a_node_without_the_shared_folders(tmp_path):
     _Actor(worker, [str(tmp_path)], 1)  # the folder is there: it starts
     with pytest.raises(FreelabelError, match="not visible on node .*storage every node mounts"):
         _Actor(worker, [str(tmp_path / "elsewhere")], 1)
+
+
+@pytest.mark.parametrize("crf_backend", ["torch", "pydensecrf"])
+def test_generate_in_batches_writes_what_it_writes_image_by_image(tmp_path, crf_backend):
+    from freelabel.clip.loading import ClipConfig
+    from freelabel.pipelines.generate import GenerateConfig, generate
+    from freelabel.pipelines.toy import write_toy_scenes
+
+    data = write_toy_scenes(tmp_path / "scenes", seed=5, n=7)
+    outputs = {}
+    for batch_size in (1, 3):
+        config = GenerateConfig(clip=ClipConfig(model="test-tiny-vit", pretrained="random"), save_scores=True,
+                                overrides={"crf_backend": crf_backend}, engine=EngineConfig(batch_size=batch_size))
+        out = tmp_path / f"batch{batch_size}"
+        assert generate(data / "images", str(data / "labels.json"), out, config)["summary"]["done"] == 7
+        outputs[batch_size] = {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
+    assert len(outputs[1]) == 7 and outputs[3] == outputs[1]
