@@ -17,11 +17,13 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'freelabel[ray]')")
 
+from freelabel.pipelines.classify import classify_folder  # noqa: E402
 from freelabel.pipelines.generate import GenerateConfig, generate  # noqa: E402
 from freelabel.pipelines.toy import write_toy_scenes  # noqa: E402
 from freelabel.clip.loading import ClipConfig  # noqa: E402
 from freelabel.io.files import read_jsonl  # noqa: E402
 from freelabel.run.engines import EngineConfig  # noqa: E402
+from freelabel.run.selection import ClassifyConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow
 COMMAND = [sys.executable, "-m", "freelabel.pipelines.cli", "generate"]
@@ -78,7 +80,7 @@ def cluster(tmp_path_factory):
     subprocess.run([ray_cli, "stop", "--force"], capture_output=True)
 
 
-def test_ray_in_process_writes_what_the_local_engine_writes(data, reference, tmp_path):
+def test_ray_in_process_writes_what_the_local_engine_writes_masks_and_labels(data, reference, tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         config = GenerateConfig(clip=ClipConfig(model="freelabel-toy"), save_scores=True,
@@ -102,6 +104,14 @@ def test_ray_in_process_writes_what_the_local_engine_writes(data, reference, tmp
         errors = read_jsonl(bad / "out" / "errors.jsonl")
         assert summary["done"] == 2 and summary["failed"] == 1
         assert [(Path(e["path"]).name, e["stage"]) for e in errors] == [("broken.png", "read")]
+        # label-free selection runs on the same actors and selects what it selects locally
+        selected = {}
+        for engine in (EngineConfig(), EngineConfig(engine="ray", workers=2)):
+            out = tmp_path / f"classify-{engine.engine}"
+            config = ClassifyConfig(clip=ClipConfig(model="freelabel-toy"), engine=engine)
+            assert classify_folder(data / "images", str(data / "classes.txt"), out, config)["summary"]["done"] == SCENES
+            selected[engine.engine] = (out / "labels.json").read_bytes()
+        assert selected["ray"] == selected["local"]
     finally:
         ray.shutdown()
 

@@ -21,9 +21,9 @@ from freelabel.run.job import ImageJob, MaskWorker
 from freelabel.run.local import LocalEngine
 from freelabel.segmentation import ImageSegmenter
 
-# seconds between manifest rebuilds while running: by time, not by count, since a rebuild writes every image's
-# entry (a count would make a million-image run quadratic)
-MANIFEST_SECONDS = 30.0
+# seconds between manifest rebuilds while running, at least, and at least this many times a rebuild's own time: by
+# time, not by count, since a rebuild writes every image's entry (a count would make a million-image run quadratic)
+MANIFEST_SECONDS, MANIFEST_SHARE = 30.0, 10
 
 
 @dataclass
@@ -136,12 +136,14 @@ class MaskFolder:
             text_seconds = time.monotonic() - started
             started = time.monotonic()
             worker = MaskWorker(make_model, self.inputs.classes, labels, self.options.max_pixels)
-            rebuilt = time.monotonic()
+            next_rebuild = time.monotonic() + MANIFEST_SECONDS
             for finished in (engine or LocalEngine()).run(worker, jobs, shared=(self.images_dir, self.out)):
                 self.folder.record_all([(job.name, entry) for job, entry in finished])
-                if time.monotonic() - rebuilt >= MANIFEST_SECONDS:
+                if time.monotonic() >= next_rebuild:
+                    rebuilding = time.monotonic()
                     self._write_records(manifest)
-                    rebuilt = time.monotonic()
+                    took = time.monotonic() - rebuilding
+                    next_rebuild = time.monotonic() + max(MANIFEST_SECONDS, MANIFEST_SHARE * took)
             counts = self.folder.counts
             manifest["summary"] = {"done": counts["done"], "skipped": skipped + len(self.inputs.unlabelled),
                                    "failed": counts["failed"] + len(self.inputs.problems),
