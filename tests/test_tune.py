@@ -59,8 +59,9 @@ def test_tune_writes_a_preset_with_a_held_out_report_and_resumes(toy, tmp_path):
     assert source["data"]["tuning_images"] == 4 and source["data"]["heldout_images"] == 2
     assert source["data"]["seed"] == 11
     assert set(source["stages"]) == {*stage_grids(2), *(f"{n}@2" for n in stage_grids(2))}
+    # (the mask's mIoU may exceed the dense argmax's: a wrong pixel set to ignore is no false positive any more)
     for scores in (source["tuning"], source["heldout"]["start"], source["heldout"]["tuned"]):
-        assert 0 <= scores["miou"] <= scores["dense_miou"] + 1e-9 <= 1 and 0 <= scores["ignored_fraction"] <= 1
+        assert all(0 <= scores[key] <= 1 for key in ("miou", "dense_miou", "ignored_fraction"))
     # the label-free selection's top_k and min_score are fitted too, and reported on the held-out images
     selection = source["selection"]
     assert (preset.selection.top_k, preset.selection.min_score) in {(k, s) for k in SELECTION_TOP_K
