@@ -79,12 +79,16 @@ def variant_attention(block: ResidualAttentionBlock, x: torch.Tensor, attention:
     attn = block.attn
     width, heads = attn.embed_dim, attn.num_heads
     b, n, _ = x.shape
-    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, heads, width // heads).unbind(2)
-    tokens = {"q": q.transpose(1, 2), "k": k.transpose(1, 2), "v": v.transpose(1, 2)}
+    terms = attention.split("+")
+    tokens = {}
+    for name in sorted(set("".join(terms)) | {"v"}):  # only the projections the terms use
+        rows = slice("qkv".index(name) * width, ("qkv".index(name) + 1) * width)
+        projected = F.linear(x, attn.in_proj_weight[rows], attn.in_proj_bias[rows])
+        tokens[name] = projected.view(b, n, heads, width // heads).transpose(1, 2)
     mask = None if prior is None else prior.to(x.dtype)
     # sum over terms of softmax(a b^T) v = (sum of the attention matrices) v
     out = sum(F.scaled_dot_product_attention(tokens[term[0]], tokens[term[1]], tokens["v"], attn_mask=mask)
-              for term in attention.split("+"))
+              for term in terms)
     return attn.out_proj(out.transpose(1, 2).reshape(b, n, width))
 
 
