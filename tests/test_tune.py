@@ -52,6 +52,19 @@ def test_search_stage_keeps_the_best_and_ties_keep_the_current():
     assert best == start
 
 
+def test_the_stages_search_every_map_method_and_each_refinement():
+    grids = stage_grids(12)
+    configs = {stage: [LabelerConfig().with_overrides(**overrides) for overrides in grid]
+               for stage, grid in grids.items()}
+    assert {c.method for c in configs["maps"]} == {"surgery", "naclip", "sclip", "clearclip"}
+    assert {c.surgery_blocks for c in configs["maps"] if c.method == "surgery"} == {3, 6, 9, 12}
+    assert len({c.gaussian_std for c in configs["maps"] if c.method == "naclip"}) > 1
+    assert {c.feature_surgery for c in configs["maps"]} == {True, False}
+    assert {c.pamr is None for c in configs["pamr"]} == {True, False}  # PAMR off, or on with a grid
+    assert {c.crf is None for c in configs["crf"]} == {True, False}
+    assert list(grids).index("pamr") < list(grids).index("crf")
+
+
 def test_tune_writes_a_preset_with_a_held_out_report_and_resumes(toy, tmp_path):
     preset = _tune(toy, tmp_path / "p.json")
     source = preset.source
