@@ -30,6 +30,28 @@ def test_pamr_moves_a_coarse_boundary_to_the_colour_edge(device):
     assert before < 0.9 and after > 0.99, (before, after)
 
 
+def test_one_iteration_follows_the_papers_equations_pixel_by_pixel():
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (1, 10, 12, 3), dtype=torch.uint8)
+    probabilities = torch.softmax(torch.randn(1, 3, 10, 12), dim=1)
+    dilations = (1, 2)
+    refined = pamr(probabilities, image, PamrConfig(iterations=1, dilations=dilations))
+    rgb = image[0].permute(2, 0, 1).float()
+
+    def at(tensor, y, x):  # outside the image: its nearest border pixel
+        return tensor[:, min(max(y, 0), 9), min(max(x, 0), 11)]
+
+    for y, x in [(0, 0), (4, 7), (9, 11), (1, 10)]:
+        ring = [(dy, dx) for d in dilations for dy in (-d, 0, d) for dx in (-d, 0, d)]
+        sigma = torch.stack([at(rgb, y + dy, x + dx) for dy, dx in ring]).std(dim=0)  # per colour channel
+        neighbours = [(dy, dx) for dy, dx in ring if dy or dx]
+        logits = torch.stack([(-(rgb[:, y, x] - at(rgb, y + dy, x + dx)).abs() / (1e-8 + 0.1 * sigma)).mean()
+                              for dy, dx in neighbours])
+        weights = torch.softmax(logits, dim=0)
+        expected = sum(w * at(probabilities[0], y + dy, x + dx) for w, (dy, dx) in zip(weights, neighbours))
+        assert torch.allclose(refined[0, :, y, x], expected, atol=1e-5), (y, x)
+
+
 def test_affinities_are_a_distribution_over_the_neighbours_that_avoids_other_colours():
     image, _, _ = _offset_edge()
     affinities = pamr_affinities(image.permute(0, 3, 1, 2), (1, 2))

@@ -56,9 +56,13 @@ def pamr_affinities(images: torch.Tensor, dilations: tuple[int, ...]) -> torch.T
     summing to 1 over the neighbours, in ``_offsets(dilations, center=False)`` order.
     """
     images = images.float()
-    spread = torch.stack(list(_shifted(images, dilations, center=True)), dim=2).std(dim=2)  # (B, 3, H, W)
-    distance = torch.stack([(images - n).abs() for n in _shifted(images, dilations, center=False)], dim=2)
-    logits = -(distance / (1e-8 + 0.1 * spread[:, :, None])).mean(dim=1)
+    # sums over shifted views (slices of one padded copy), not stacks of them: (B, 3, H, W) at a time
+    rings = list(_shifted(images, dilations, center=True))
+    mean = sum(rings) / len(rings)
+    spread = (sum((ring - mean).square() for ring in rings) / (len(rings) - 1)).sqrt()  # the unbiased std
+    scale = 1e-8 + 0.1 * spread
+    logits = torch.stack([-((images - n).abs() / scale).mean(dim=1)
+                          for n in _shifted(images, dilations, center=False)], dim=1)
     return torch.softmax(logits, dim=1)
 
 
