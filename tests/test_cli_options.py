@@ -130,6 +130,19 @@ def test_a_json_config_sets_labeler_and_clip_options_and_flags_override_it(tmp_p
     assert not (tmp_path / "ignored").exists()
 
 
+def test_map_method_and_pamr_flags_reach_the_labeler(tmp_path):
+    write_image(tmp_path / "images" / "a.png", next(scenes(3, 1)).image)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "images"), "--labels", "red circle", "--out", str(out),
+                                       "--model", "test-tiny-vit", "--pretrained", "random", "--method", "naclip",
+                                       "--gaussian-std", "2", "--feature-surgery", "--pamr-iterations", "2",
+                                       "--pamr-dilations", "4,8", "--no-crf"])
+    assert result.exit_code == 0, result.output
+    labeler = json.loads((out / "manifest.json").read_text())["labeler"]
+    assert (labeler["method"], labeler["gaussian_std"], labeler["feature_surgery"]) == ("naclip", 2.0, True)
+    assert labeler["pamr"] == {"iterations": 2, "dilations": [4, 8]} and labeler["crf"] is None
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("unknown.json", '{"labels": "cat", "sharpnes": 3}', "unknown option(s) sharpnes"),
     ("argument.yaml", "labels: cat\nimages: somewhere\n", "unknown option(s) images"),
