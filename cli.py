@@ -29,6 +29,7 @@ from freelabel.pipelines.tune import TuneConfig
 from freelabel.pipelines.video import VideoConfig
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.crf import CrfConfig
+from freelabel.pseudo.pamr import PamrConfig
 from freelabel.review import ReviewConfig
 from freelabel.run.engines import EngineConfig
 from freelabel.run.folder import ERRORS, exit_status
@@ -247,11 +248,12 @@ def clip_options(command: Callable) -> Callable:
 
 
 def labeler_options(command: Callable) -> Callable:
-    """Every ``LabelerConfig`` setting, the CRF's included (``--crf/--no-crf``, ``--crf-<field>``), as an option
-    that overrides one field of the preset; they arrive as an ``overrides`` dict (``LabelerConfig.with_overrides``'s
-    keys)."""
+    """Every ``LabelerConfig`` setting, PAMR's and the CRF's included (``--pamr/--no-pamr``, ``--pamr-<field>``,
+    ``--crf/--no-crf``, ``--crf-<field>``), as an option that overrides one field of the preset; they arrive as an
+    ``overrides`` dict (``LabelerConfig.with_overrides``'s keys)."""
     return config_options(LabelerConfig, into="overrides")(
-        config_options(CrfConfig, prefix="crf", into="overrides")(command))
+        config_options(PamrConfig, prefix="pamr", into="overrides")(
+            config_options(CrfConfig, prefix="crf", into="overrides")(command)))
 
 
 # where a labelling command runs its images (this process or Ray actors) and in what batches

@@ -7,6 +7,7 @@ from freelabel.exchange import LabelFolder, read_label_folder
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.pseudo.labeler import Labeler
+from freelabel.pseudo.pamr import PamrConfig
 from freelabel.pseudo.select import LabelSelector
 from freelabel.review import ReviewConfig, write_review
 from freelabel.run.query import QueryResult, query
@@ -19,7 +20,7 @@ from freelabel.segmenter.trainer import TrainConfig, train, train_config
 from freelabel.version import __version__
 
 __all__ = ["ClipConfig", "CrfConfig", "FreelabelError", "ImageSegmenter", "LabelFolder", "LabelSelector", "Labeler",
-           "LabelerConfig", "LoadedClip", "ModelCard", "Preset", "QueryResult", "ReviewConfig", "SegmenterConfig",
+           "LabelerConfig", "LoadedClip", "ModelCard", "PamrConfig", "Preset", "QueryResult", "ReviewConfig", "SegmenterConfig",
            "Segmentation", "Segmenter", "SelectedLabelSegmenter", "SelectionConfig", "TrainConfig", "__version__",
            "architecture_config", "create_segmenter", "list_architectures", "list_models", "load_clip", "model_card",
            "model_preset", "query", "read_label_folder", "read_preset", "train", "train_config", "write_preset",

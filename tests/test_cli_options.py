@@ -18,14 +18,15 @@ from freelabel.pipelines.cli import main
 from freelabel.toy.world import scenes
 
 # the configs the command builds its options from
-CONFIGS = ["ClipConfig", "LabelerConfig", "SelectionConfig", "CrfConfig", "TrainConfig", "FlowConfig",
+CONFIGS = ["ClipConfig", "LabelerConfig", "SelectionConfig", "CrfConfig", "PamrConfig", "TrainConfig", "FlowConfig",
            "PropagationConfig", "ToyClipTrainConfig", "ToyWorldConfig", "GenerateConfig", "ClassifyConfig",
            "PredictConfig", "EngineConfig", "VideoConfig", "QueryConfig", "TuneConfig", "ReviewConfig"]
 
 CLIP = "--model --pretrained --device --cache-dir --offline --online --text-cache"
-LABELER = ("--preset --method --surgery-blocks --input-size --scales --flip --no-flip --window --fusion "
-           "--softmin-temperature --fusion-upsampling --background-threshold --background-words --sharpness --crf "
-           "--no-crf --crf-backend --crf-iterations --crf-gaussian-sxy --crf-gaussian-compat --crf-bilateral-sxy "
+LABELER = ("--preset --method --surgery-blocks --gaussian-std --feature-surgery --no-feature-surgery --input-size "
+           "--scales --flip --no-flip --window --fusion --softmin-temperature --fusion-upsampling "
+           "--background-threshold --background-words --sharpness --pamr --no-pamr --pamr-iterations --pamr-dilations "
+           "--crf --no-crf --crf-backend --crf-iterations --crf-gaussian-sxy --crf-gaussian-compat --crf-bilateral-sxy "
            "--crf-bilateral-srgb --crf-bilateral-compat --crf-window --crf-downsample --ignore-threshold")
 SELECTION = "--top-k --min-score --max-overlap --verify-rounds"
 ENGINE = "--engine --batch-size --workers --gpus-per-worker --address"
@@ -129,10 +130,25 @@ def test_a_json_config_sets_labeler_and_clip_options_and_flags_override_it(tmp_p
     assert not (tmp_path / "ignored").exists()
 
 
+def test_map_method_and_pamr_flags_reach_the_labeler(tmp_path):
+    write_image(tmp_path / "images" / "a.png", next(scenes(3, 1)).image)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "images"), "--labels", "red circle", "--out", str(out),
+                                       "--model", "test-tiny-vit", "--pretrained", "random", "--method", "naclip",
+                                       "--gaussian-std", "2", "--feature-surgery", "--pamr-iterations", "2",
+                                       "--pamr-dilations", "4,8", "--no-crf"])
+    assert result.exit_code == 0, result.output
+    labeler = json.loads((out / "manifest.json").read_text())["labeler"]
+    assert (labeler["method"], labeler["gaussian_std"], labeler["feature_surgery"]) == ("naclip", 2.0, True)
+    assert labeler["pamr"] == {"iterations": 2, "dilations": [4, 8]} and labeler["crf"] is None
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("unknown.json", '{"labels": "cat", "sharpnes": 3}', "unknown option(s) sharpnes"),
     ("argument.yaml", "labels: cat\nimages: somewhere\n", "unknown option(s) images"),
-    ("twice.json", '{"labels": "cat", "crf_iterations": 2, "iterations": 3}', "crf_iterations, iterations"),
+    # a field name of one option only (not "iterations": the CRF and PAMR both have one)
+    ("twice.json", '{"labels": "cat", "crf_bilateral_srgb": 2, "bilateral_srgb": 3}',
+     "bilateral_srgb, crf_bilateral_srgb"),
     ("list.json", '["cat"]', "mapping"),
     ("broken.yaml", "labels: [cat\n", "not valid YAML"),
     ("broken.json", '{"labels": "cat",}', "not valid JSON"),

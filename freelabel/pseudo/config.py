@@ -12,8 +12,12 @@ from freelabel.config import option
 from freelabel.errors import ConfigError
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.pseudo.fusion import FUSIONS
+from freelabel.pseudo.pamr import PamrConfig
 
-METHODS = ("surgery", "relevance")
+# the forward-only methods (a variant of the tower's last blocks each, freelabel.pseudo.maps.VARIANTS) and relevance
+METHODS = ("surgery", "naclip", "sclip", "clearclip", "relevance")
+# the optional nested configs: their fields are set as <name>_<field>, and use_<name> switches them on or off
+NESTED = {"crf": CrfConfig, "pamr": PamrConfig}
 
 
 @dataclass
@@ -23,9 +27,16 @@ class LabelerConfig:
     The field defaults are the library's default preset (``freelabel.cards``); a model may ship its own.
     """
 
-    method: str = option("surgery", choices=METHODS, help="How label maps are computed: surgery (value-value maps, "
-                         "forward only) or relevance (gradients, per label).")
-    surgery_blocks: int = option(6, help="Last blocks given the value-value path (capped at the model's depth).")
+    method: str = option("surgery", choices=METHODS, help="How label maps are computed: surgery (value-value "
+                         "attention over the last surgery_blocks blocks), naclip (key-key attention with a "
+                         "neighbourhood prior in the last block), sclip (query-query + key-key), clearclip "
+                         "(query-query), all forward only; or relevance (gradients, per label).")
+    surgery_blocks: int = option(6, help="surgery: last blocks given the value-value path (capped at the model's "
+                                 "depth).")
+    gaussian_std: float = option(5.0, help="naclip: std of the neighbourhood prior, in patches.")
+    feature_surgery: bool | None = option(None, help="Forward-only methods: subtract what all labels share from "
+                                          "each label's map (CLIP Surgery's feature surgery); None = the method's "
+                                          "own: on for surgery, off for the others.")
     input_size: int | None = option(None, help="Short side of the scale-1 view in pixels; None = the model's "
                                     "training size.")
     scales: tuple[float, ...] = option((1.0, 1.5), help="View scales relative to input_size, e.g. '1,1.5'.")
@@ -44,6 +55,8 @@ class LabelerConfig:
                                                "'sky,ground'.")
     sharpness: float = option(20.0, help="Label scores x sharpness go through the softmax: how peaked the "
                               "probabilities are.")
+    pamr: PamrConfig | None = option(None, help="Refine the probabilities with PAMR (before the CRF, if both); "
+                                     "None = no PAMR.")
     crf: CrfConfig | None = option(default_factory=CrfConfig, help="Refine the probabilities with a dense CRF; "
                                    "None = no CRF.")
     ignore_threshold: float = option(0.9, help="Pixels whose final probability is below this become 255 (ignore).")
@@ -51,8 +64,9 @@ class LabelerConfig:
     def __post_init__(self) -> None:
         self.scales = tuple(self.scales)
         self.background_words = tuple(self.background_words)
-        if isinstance(self.crf, Mapping):
-            self.crf = CrfConfig(**self.crf)
+        for name, kind in NESTED.items():
+            if isinstance(getattr(self, name), Mapping):
+                setattr(self, name, kind(**getattr(self, name)))
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.fusion not in FUSIONS:
@@ -66,7 +80,7 @@ class LabelerConfig:
             raise ConfigError(f"scales must be one or more positive numbers, got {self.scales}")
         if self.fusion_upsampling < 1:
             raise ConfigError(f"fusion_upsampling must be at least 1, got {self.fusion_upsampling}")
-        for name in ("softmin_temperature", "sharpness"):
+        for name in ("softmin_temperature", "sharpness", "gaussian_std"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("background_threshold", "ignore_threshold"):
@@ -76,7 +90,7 @@ class LabelerConfig:
             raise ConfigError(f"background_words must be non-empty texts, got {self.background_words}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: tuples as lists, the CRF as a dict or None."""
+        """JSON-ready: tuples as lists, the CRF and PAMR as dicts or None."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -85,33 +99,38 @@ class LabelerConfig:
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown labeler settings: {', '.join(sorted(unknown))}")
-        crf = values.get("crf", CrfConfig())
-        if isinstance(crf, Mapping):
-            unknown = set(crf) - {f.name for f in dataclasses.fields(CrfConfig)}
+        for name, kind in NESTED.items():
+            nested = values.get(name)
+            unknown = set(nested) - {f.name for f in dataclasses.fields(kind)} if isinstance(nested, Mapping) else ()
             if unknown:
-                raise ConfigError(f"unknown CRF settings: {', '.join(sorted(unknown))}")
+                raise ConfigError(f"unknown {name.upper()} settings: {', '.join(sorted(unknown))}")
         try:
             return cls(**values)
         except TypeError as error:  # a value of the wrong type, e.g. a string where a number belongs
             raise ConfigError(f"invalid labeler settings: {error}") from None
 
     def with_overrides(self, **overrides: Any) -> "LabelerConfig":
-        """A copy with some fields replaced. ``crf_<field>`` keys set one CRF field (``crf_iterations=5``),
-        ``use_crf=False`` drops the CRF and ``use_crf=True`` restores the default one if there was none."""
-        crf_fields = {key[len("crf_"):]: value for key, value in overrides.items() if key.startswith("crf_")}
-        plain = {key: value for key, value in overrides.items() if not key.startswith("crf_") and key != "use_crf"}
-        use_crf = overrides.get("use_crf")
-        crf = self.crf
-        if use_crf is False:
-            crf = None
-        elif crf is None and (use_crf or crf_fields):
-            crf = CrfConfig()
-        if crf is not None and crf_fields:
-            unknown = set(crf_fields) - {f.name for f in dataclasses.fields(CrfConfig)}
-            if unknown:
-                raise ConfigError(f"unknown CRF settings: {', '.join(sorted(unknown))}")
-            crf = dataclasses.replace(crf, **crf_fields)
-        return dataclasses.replace(self, crf=crf, **plain)
+        """A copy with some fields replaced. ``crf_<field>`` and ``pamr_<field>`` keys set one field of the CRF or
+        PAMR (``crf_iterations=5``), switching it on if it was off; ``use_crf`` / ``use_pamr`` False drops it and
+        True restores the default one if there was none."""
+        nested = {}
+        for name, kind in NESTED.items():
+            fields = {key[len(name) + 1:]: value for key, value in overrides.items() if key.startswith(f"{name}_")}
+            use = overrides.get(f"use_{name}")
+            config = getattr(self, name)
+            if use is False:
+                config = None
+            elif config is None and (use or fields):
+                config = kind()
+            if config is not None and fields:
+                unknown = set(fields) - {f.name for f in dataclasses.fields(kind)}
+                if unknown:
+                    raise ConfigError(f"unknown {name.upper()} settings: {', '.join(sorted(unknown))}")
+                config = dataclasses.replace(config, **fields)
+            nested[name] = config
+        plain = {key: value for key, value in overrides.items()
+                 if not any(key.startswith(f"{name}_") or key == f"use_{name}" for name in NESTED)}
+        return dataclasses.replace(self, **plain, **nested)
 
 
 @dataclass

@@ -18,8 +18,9 @@ from freelabel.io.images import check_rgb
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.crf import refine
 from freelabel.pseudo.fusion import fuse
-from freelabel.pseudo.maps import relevance_maps, scale_per_label, surgery_similarity
+from freelabel.pseudo.maps import cosine_similarity, dense_path, relevance_maps, scale_per_label, surgery_similarity
 from freelabel.pseudo.mask import background_probabilities, confident_mask
+from freelabel.pseudo.pamr import pamr
 from freelabel.pseudo.views import View, plan_views, view_crops, view_to_image
 from freelabel.segmentation import Segmentation, check_batch, check_labels
 
@@ -28,13 +29,13 @@ from freelabel.segmentation import Segmentation, check_batch, check_labels
 class _ViewFeatures:
     view: View
     crops: torch.Tensor  # (n_crops, 3, h_px, w_px) encoder input (relevance reruns the encoder per query)
-    pooled: torch.Tensor | None  # (n_crops, D) unit norm; surgery only
-    dense: torch.Tensor | None  # (n_crops, D, h, w) unit norm along D; surgery only
+    pooled: torch.Tensor | None  # (n_crops, D) unit norm; forward-only methods
+    dense: torch.Tensor | None  # (n_crops, D, h, w) unit norm along D; forward-only methods
 
 
 @dataclass
 class _ImageFeatures:
-    """What a label query needs of one image: its views' encoder output and the pixels, for the CRF."""
+    """What a label query needs of one image: its views' encoder output and the pixels, for PAMR and the CRF."""
 
     image: torch.Tensor  # (H, W, 3) uint8 on the labeler's device
     views: list[_ViewFeatures]  # in plan_views order
@@ -61,8 +62,9 @@ class Labeler:
         self.preset: Preset | None = None if config is not None else model_preset(self.clip.name)
         self.config = config if config is not None else self.preset.labeler
         visual = check_supported(self.clip.model.visual)
-        depth = len(visual.transformer.resblocks)
-        self.encoder = DenseClipEncoder(visual, min(self.config.surgery_blocks, depth))
+        config = self.config
+        self.encoder = DenseClipEncoder(visual, *dense_path(config.method, config.surgery_blocks, config.gaussian_std,
+                                                            len(visual.transformer.resblocks)))
         self._cached: _ImageFeatures | None = None  # set_image's image
 
     @property
@@ -129,7 +131,7 @@ class Labeler:
             tensor = self.clip.images_to_tensor([image], size=(height, width))[0]
             plans.append((views, view_crops(tensor, views, self.clip.interpolation)))
         encoded: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (image, view) -> pooled, dense
-        if config.method == "surgery":  # relevance's maps depend on the label: only the crops are kept
+        if config.method != "relevance":  # relevance's maps depend on the label: only the crops are kept
             crops = [(i, v, crop) for i, (_, image_crops) in enumerate(plans) for v, crop in enumerate(image_crops)]
             for size in dict.fromkeys(crop.shape[-2:] for _, _, crop in crops):
                 members = [(i, v, crop) for i, v, crop in crops if crop.shape[-2:] == size]
@@ -159,15 +161,19 @@ class Labeler:
                    for image_labels in labels]
         texts = [self.clip.encode_labels(image_queries) for image_queries in queries]
         empty = self.clip.encode_labels([""])[0]
+        method = self.config.method
+        feature_surgery = method == "surgery" if self.config.feature_surgery is None else self.config.feature_surgery
         per_view = []
         for v, view in enumerate(f.view for f in images[0].views):  # same-size images share their views
             crop_maps = []
             for image, text in zip(images, texts):
                 features = image.views[v]
-                if self.config.method == "surgery":
+                if method == "relevance":
+                    crop_maps.append(relevance_maps(self.encoder, features.crops, text))
+                elif feature_surgery:
                     crop_maps.append(surgery_similarity(features.dense, features.pooled, text, empty))
                 else:
-                    crop_maps.append(relevance_maps(self.encoder, features.crops, text))
+                    crop_maps.append(cosine_similarity(features.dense, text))
             per_view.append(scale_per_label(view_to_image(torch.cat(crop_maps, dim=1), view, grid)))
         fused = fuse(torch.stack(per_view), self.config.fusion, self.config.softmin_temperature)
         maps = F.interpolate(fused[None], size=(height, width), mode="bilinear", align_corners=False)[0]
@@ -186,7 +192,7 @@ class Labeler:
             probabilities = [background_probabilities(image_scores, image_maps[len(labels[i]):],
                                                       config.background_threshold, config.sharpness)
                              for i, image_scores, image_maps in zip(members, scores, maps)]
-            if config.crf is not None:
+            if config.pamr is not None or config.crf is not None:
                 probabilities = self._refine(probabilities, [images[i].image for i in members])
             for i, image_scores, image_probabilities in zip(members, scores, probabilities):
                 mask = confident_mask(image_probabilities, config.ignore_threshold)
@@ -195,12 +201,16 @@ class Labeler:
         return results
 
     def _refine(self, probabilities: list[torch.Tensor], images: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The CRF on same-size images in one call: per image (K_i + 1, H, W) probabilities and (H, W, 3) uint8
-        pixels. Images with fewer labels are padded with classes that ``refine`` keeps at 0."""
+        """PAMR, then the CRF, each on same-size images in one call: per image (K_i + 1, H, W) probabilities and
+        (H, W, 3) uint8 pixels. Images with fewer labels are padded with classes both keep at 0."""
         classes = [len(p) for p in probabilities]
         padded = probabilities[0].new_zeros((len(probabilities), max(classes), *probabilities[0].shape[1:]))
         valid = torch.zeros(padded.shape[:2], dtype=torch.bool, device=padded.device)
         for i, p in enumerate(probabilities):
             padded[i, :len(p)], valid[i, :len(p)] = p, True
-        refined = refine(padded, torch.stack(images), self.config.crf, valid)
-        return [r[:n] for r, n in zip(refined, classes)]
+        pixels = torch.stack(images)
+        if self.config.pamr is not None:
+            padded = pamr(padded, pixels, self.config.pamr)
+        if self.config.crf is not None:
+            padded = refine(padded, pixels, self.config.crf, valid)
+        return [r[:n] for r, n in zip(padded, classes)]

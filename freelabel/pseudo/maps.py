@@ -1,12 +1,45 @@
-"""Per-label maps from a dense CLIP encoder: feature surgery over value-value features, or gradient relevance."""
+"""Per-label maps from a dense CLIP encoder: the patch embeddings of a variant of the tower's last blocks (CLIP
+Surgery, NACLIP, SCLIP, ClearCLIP) compared to the labels, or gradient relevance."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 
-from freelabel.clip.dense import DenseClipEncoder
+from freelabel.clip.dense import DenseClipEncoder, LastBlock
+
+# Each forward-only method's dense path, from its paper (relevance reads the tower's own attention instead).
+VARIANTS = {
+    # CLIP Surgery (Li et al. 2023): value-value attention added to the residual stream, over surgery_blocks blocks
+    "surgery": LastBlock("vv", residual=True, ffn=False),
+    # NACLIP (Hajimiri et al., WACV 2025): key-key attention plus a Gaussian neighbourhood prior, alone
+    "naclip": LastBlock("kk", residual=False, ffn=False, gaussian_std=5.0),
+    # SCLIP (Wang et al., ECCV 2024): correlative self-attention, softmax(q q^T) + softmax(k k^T), on the residual
+    "sclip": LastBlock("qq+kk", residual=True, ffn=False),
+    # ClearCLIP (Lan et al., ECCV 2024): query-query attention, alone
+    "clearclip": LastBlock("qq", residual=False, ffn=False),
+}
+
+
+def dense_path(method: str, surgery_blocks: int, gaussian_std: float, depth: int) -> tuple[int, LastBlock]:
+    """The dense path of ``method`` for a tower of ``depth`` blocks: how many last blocks it spans (surgery's
+    ``surgery_blocks``, capped at the depth; one for the other forward-only methods, as in their papers; none for
+    relevance) and its ``LastBlock`` variant (NACLIP's prior with ``gaussian_std``)."""
+    if method == "relevance":
+        return 0, LastBlock()
+    variant = VARIANTS[method]
+    if variant.gaussian_std is not None:
+        variant = dataclasses.replace(variant, gaussian_std=gaussian_std)
+    return (min(surgery_blocks, depth) if method == "surgery" else 1), variant
+
+
+def cosine_similarity(dense: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Per-patch label similarity. dense: (B, D, h, w) and text: (K, D), unit-normalised along D.
+    Returns (B, K, h, w) float32 in [-1, 1]."""
+    return torch.einsum("bdhw,kd->bkhw", dense, text).float()
 
 
 def surgery_similarity(dense: torch.Tensor, pooled: torch.Tensor, text: torch.Tensor,
@@ -18,7 +51,7 @@ def surgery_similarity(dense: torch.Tensor, pooled: torch.Tensor, text: torch.Te
     embedding weighted by softmax(2 x global similarity) / its mean; with one label it is the similarity to
     ``empty_text`` (the empty prompt's embedding, (D,)). Returns (B, K, h, w) float32.
     """
-    similarity = torch.einsum("bdhw,kd->bkhw", dense, text)
+    similarity = cosine_similarity(dense, text)
     if text.shape[0] == 1:
         if empty_text is None:
             raise ValueError("a single label needs empty_text to subtract")
@@ -28,7 +61,7 @@ def surgery_similarity(dense: torch.Tensor, pooled: torch.Tensor, text: torch.Te
         weights = weights / weights.mean(dim=-1, keepdim=True)
         shared = (weights[:, :, None] * text[None]).mean(dim=1)  # (B, D)
         redundant = torch.einsum("bdhw,bd->bhw", dense, shared)
-    return (similarity - redundant[:, None]).float()
+    return similarity - redundant[:, None].float()
 
 
 def _attention_with_probabilities(block: ResidualAttentionBlock, x: torch.Tensor

@@ -1,9 +1,9 @@
-"""Fitting a preset to labelled images: a staged grid search over map, fusion, background and CRF settings.
+"""Fitting a preset to labelled images: a staged grid search over map, fusion, background, PAMR and CRF settings.
 
 Each stage tries its grid with every other setting held at the best so far and keeps the winner (ties keep the
-earlier candidate, the current settings first): maps (value-value blocks, view scales) -> fusion -> background
-(threshold, sharpness) -> CRF, in rounds (the pipeline's ``rounds``: a second round re-fits the first stages
-under the chosen CRF). Candidates are scored by the one mIoU of ``freelabel evaluate`` (pixels marked ignore count
+earlier candidate, the current settings first): maps (method and its setting, feature surgery, view scales) ->
+fusion -> background (threshold, sharpness) -> PAMR -> CRF, in rounds (the pipeline's ``rounds``: a second round
+re-fits the first stages under the chosen refinement). Candidates are scored by the one mIoU of ``freelabel evaluate`` (pixels marked ignore count
 as wrong) over the tuning images, whose image-level labels are the classes present in their masks.
 Images are split into chunks scored in parallel worker processes, each loading the CLIP once; a candidate that
 only changes what happens after the image pass reuses the cached image features.
@@ -32,7 +32,7 @@ from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.select import choose_labels
 
 # What the image pass depends on: candidates that differ only elsewhere share one set of image features.
-IMAGE_PASS_FIELDS = ("method", "surgery_blocks", "input_size", "scales", "flip", "window")
+IMAGE_PASS_FIELDS = ("method", "surgery_blocks", "gaussian_std", "input_size", "scales", "flip", "window")
 
 
 def image_pass_key(config: LabelerConfig) -> tuple[str, ...]:
@@ -52,19 +52,27 @@ class LabelledImage:
 def stage_grids(depth: int) -> dict[str, list[dict[str, Any]]]:
     """The candidates of each stage, as override dicts for ``LabelerConfig.with_overrides``, in search order.
 
-    depth: the number of blocks of the model's image tower (value-value blocks are tried at 1/4 .. all of it).
+    depth: the number of blocks of the model's image tower (surgery's value-value blocks are tried at 1/4 .. all of
+    it). Each map candidate names its method and setting and sets feature surgery, so it reads the same whatever
+    the current method.
     """
     blocks = sorted({max(1, round(depth * f)) for f in (0.25, 0.5, 0.75, 1.0)})
+    methods = ([dict(method="surgery", surgery_blocks=b) for b in blocks]
+               + [dict(method="naclip", gaussian_std=std) for std in (3.0, 5.0, 10.0)]
+               + [dict(method="sclip"), dict(method="clearclip")])
     crf = [dict(use_crf=True, crf_bilateral_compat=w, crf_bilateral_sxy=sxy, crf_bilateral_srgb=srgb,
                 crf_gaussian_compat=g)
            for w in (1.0, 3.0, 10.0, 30.0, 50.0) for sxy in (5.0, 10.0, 20.0) for srgb in (6.0, 13.0, 30.0)
            for g in (0.0, 1.0)]
     return {
-        "maps": [dict(surgery_blocks=b, scales=s) for b in blocks for s in ((1.0,), (1.0, 1.5), (0.75, 1.0, 1.5))],
+        "maps": [dict(method, scales=s, feature_surgery=f) for method in methods
+                 for s in ((1.0,), (1.0, 1.5), (0.75, 1.0, 1.5)) for f in (True, False)],
         "fusion": [dict(fusion="softmin", softmin_temperature=t) for t in (0.05, 0.1, 0.3, 1.0)]
         + [dict(fusion="mean"), dict(fusion="max")],
         "background": [dict(background_threshold=t, sharpness=s) for t in (0.5, 0.6, 0.7, 0.8, 0.9)
                        for s in (10.0, 20.0, 40.0)],
+        "pamr": [dict(use_pamr=False)] + [dict(use_pamr=True, pamr_iterations=n, pamr_dilations=d)
+                                          for n in (5, 10) for d in ((1, 2), (4, 8), (8, 16))],
         "crf": [dict(use_crf=False)] + crf,
     }
 
