@@ -56,6 +56,16 @@ class CrfConfig:
                 raise ConfigError(f"CRF {name} must be at least 0, got {getattr(self, name)}")
 
 
+def check_refinement_inputs(probabilities: torch.Tensor, images: torch.Tensor) -> None:
+    """``ValueError`` unless ``probabilities`` is (B, K, H, W) and ``images`` (B, H, W, 3) uint8 of the same B, H, W:
+    what a refinement (the CRF, PAMR) takes."""
+    if probabilities.ndim != 4 or images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
+        raise ValueError(f"expected probabilities (B, K, H, W) and uint8 images (B, H, W, 3), got "
+                         f"{tuple(probabilities.shape)} and {tuple(images.shape)} {images.dtype}")
+    if probabilities.shape[0] != images.shape[0] or probabilities.shape[2:] != images.shape[1:3]:
+        raise ValueError(f"probabilities {tuple(probabilities.shape)} and images {tuple(images.shape)} differ in size")
+
+
 def refine(probabilities: torch.Tensor, images: torch.Tensor, config: CrfConfig | None = None,
            valid: torch.Tensor | None = None) -> torch.Tensor:
     """Refine class probabilities with a dense CRF, on their device.
@@ -67,11 +77,7 @@ def refine(probabilities: torch.Tensor, images: torch.Tensor, config: CrfConfig 
     backend runs the batch at once; ``pydensecrf`` runs image by image on the CPU.
     """
     config = config or CrfConfig()
-    if probabilities.ndim != 4 or images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
-        raise ValueError(f"expected probabilities (B, K, H, W) and uint8 images (B, H, W, 3), got "
-                         f"{tuple(probabilities.shape)} and {tuple(images.shape)} {images.dtype}")
-    if probabilities.shape[0] != images.shape[0] or probabilities.shape[2:] != images.shape[1:3]:
-        raise ValueError(f"probabilities {tuple(probabilities.shape)} and images {tuple(images.shape)} differ in size")
+    check_refinement_inputs(probabilities, images)
     if valid is not None and valid.shape != probabilities.shape[:2]:
         raise ValueError(f"valid {tuple(valid.shape)} does not match probabilities {tuple(probabilities.shape)}")
     if config.backend == "torch":

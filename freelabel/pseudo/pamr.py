@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from freelabel.config import option
 from freelabel.errors import ConfigError
+from freelabel.pseudo.crf import check_refinement_inputs
 
 
 @dataclass
@@ -75,11 +76,7 @@ def pamr(probabilities: torch.Tensor, images: torch.Tensor, config: PamrConfig |
     its neighbours (``pamr_affinities``).
     """
     config = config or PamrConfig()
-    if probabilities.ndim != 4 or images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
-        raise ValueError(f"expected probabilities (B, K, H, W) and uint8 images (B, H, W, 3), got "
-                         f"{tuple(probabilities.shape)} and {tuple(images.shape)} {images.dtype}")
-    if probabilities.shape[0] != images.shape[0] or probabilities.shape[2:] != images.shape[1:3]:
-        raise ValueError(f"probabilities {tuple(probabilities.shape)} and images {tuple(images.shape)} differ in size")
+    check_refinement_inputs(probabilities, images)
     affinities = pamr_affinities(images.permute(0, 3, 1, 2), config.dilations)
     q = probabilities.float()
     for _ in range(config.iterations):
