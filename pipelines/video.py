@@ -134,7 +134,7 @@ def _propagate(frames_path: Path, out: Path, classes: list[str], folder: JobFold
     """The loop shared by both modes, on a checked ``folder``: stream the frames gap by gap, skip gaps whose frames
     are all done, propagate the others, journal every frame, rebuild the manifest and errors."""
     with folder.open(classes):
-        propagator = Propagator(config.propagation)
+        propagator = Propagator(config.propagation, config.clip.device)
         started = time.monotonic()
         keys: dict[str, _Key | None] = {}  # this gap's key frames (None: failed), the last one kept for the next gap
         skipped: set[str] = set()

@@ -94,8 +94,10 @@ class Propagator:
     """Propagates key-frame probabilities over the frames between, one gap at a time (only that gap's frames are
     held in memory)."""
 
-    def __init__(self, config: PropagationConfig | None = None):
+    def __init__(self, config: PropagationConfig | None = None, device: str | torch.device = "cpu"):
+        """device: where the CRF refines the propagated frames (the labeler's); flow and warps run on the CPU."""
         self.config = config or PropagationConfig()
+        self.device = torch.device(device)
         self.flow = OpticalFlow(self.config.flow)
         self._flows: dict[tuple[int, int], np.ndarray] = {}
 
@@ -130,7 +132,8 @@ class Propagator:
         a key frame, else None (a gap before the first key frame); last: the same for ``frames[-1]`` (None: a gap
         after the last key frame). Returns per frame that is not a key frame (``frames[1:-1]`` between two key
         frames): the (C, H, W) blend of the chains that reach it, weighted by temporal distance and validity (0
-        where none does), and the (H, W) uint8 mask (255 = not confident).
+        where none does; refined if ``config.crf``: the gap's frames as one batch, on ``device``), and the (H, W)
+        uint8 mask (255 = not confident).
         """
         if first is None and last is None:
             raise ValueError("a gap needs at least one key frame's probabilities")
@@ -146,22 +149,27 @@ class Propagator:
             backward = self._chain(frames, range(span, start - 1, -1), last)[::-1]
             chains.append((backward, lambda t: t / span))
         self._flows = {}
-        results = []
+        blends, reached = [], []
         for i, t in enumerate(range(start, end)):
             temporal = [weight(t) if len(chains) == 2 else 1.0 for _, weight in chains]
             warped = [chain[i][0] for chain, _ in chains]
-            blended, reached = self._blend(warped, temporal, [chain[i][1].float() for chain, _ in chains])
-            if not reached.all():  # where no chain is valid: the blend regardless of the check
+            blended, valid = self._blend(warped, temporal, [chain[i][1].float() for chain, _ in chains])
+            if not valid.all():  # where no chain is valid: the blend regardless of the check
                 anyway, _ = self._blend(warped, temporal, [torch.ones_like(p[0]) for p in warped])
-                blended = torch.where(reached[None], blended, anyway)
-            if self.config.crf is not None:
-                blended = refine(blended[None], torch.from_numpy(np.ascontiguousarray(frames[t]))[None],
-                                 self.config.crf)[0]
+                blended = torch.where(valid[None], blended, anyway)
+            blends.append(blended)
+            reached.append(valid)
+        probabilities = torch.stack(blends)
+        if self.config.crf is not None:  # the gap's frames in one call: the torch backend refines them as a batch
+            images = torch.from_numpy(np.stack(frames[start:end])).to(self.device)
+            probabilities = refine(probabilities.to(self.device), images, self.config.crf).cpu()
+        results = []
+        for blended, valid in zip(probabilities, reached):
             confidence, mask = blended.max(dim=0)
             mask = mask.to(torch.uint8)
-            mask[reached & (confidence < self.config.min_confidence)] = IGNORE_INDEX
+            mask[valid & (confidence < self.config.min_confidence)] = IGNORE_INDEX
             fallback = self.config.flagged_min_confidence
-            mask[~reached if fallback is None else ~reached & (confidence < fallback)] = IGNORE_INDEX
+            mask[~valid if fallback is None else ~valid & (confidence < fallback)] = IGNORE_INDEX
             results.append((blended, mask.numpy()))
         return results
 
