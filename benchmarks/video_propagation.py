@@ -7,7 +7,7 @@ count as wrong in both; their share is reported.
 ``--toy STREAM``: the same on 12 toy clips of that stream (true masks, mIoU, ignored = wrong) instead: where the
 key-masks settings are chosen (stream 5000), never on the real clips above, which only report.
 
-    .venv/bin/python benchmarks/video_propagation.py [--intervals 3,5,10] [--toy 5000] [--video-option=--no-refine]
+    .venv/bin/python benchmarks/video_propagation.py [--intervals 3,5,10] [--toy 5000] [--video-option=--refine]
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def main() -> None:
         print(line, flush=True)
         summary.append(line)
     print(json.dumps({"work": str(work)}))
-    print("video_propagation: " + " | ".join(summary))
+    print(f"video_propagation {' '.join(args.video_option)}: " + " | ".join(summary))
 
 
 if __name__ == "__main__":

@@ -283,10 +283,18 @@ def test_a_gap_is_refined_in_one_batch_as_frame_by_frame(backend, device):
         assert np.array_equal(mask[mask != 255], probabilities.argmax(0).numpy()[mask != 255])
 
 
-def test_refine_is_on_by_default_and_recorded(clip_folder):
-    for flag, out in (([], "refined"), (["--no-refine"], "plain")):
+def test_refine_is_off_by_default_and_the_crf_flags_set_it(clip_folder):
+    runs = {"plain": [], "explicit": ["--no-refine"], "off": ["--refine", "--no-crf"], "refined": ["--refine"],
+            "torch": ["--refine", "--crf-backend", "torch", "--device", "cpu"]}
+    for out, flags in runs.items():
         assert _video(clip_folder / "frames", "--key-masks", clip_folder / "keys", "--out", clip_folder / out,
-                      *flag).exit_code == 0
+                      *flags).exit_code == 0
     crf = {out: json.loads((clip_folder / out / "manifest.json").read_text())["config"]["propagation"]["crf"]
-           for out in ("refined", "plain")}
-    assert crf["plain"] is None and crf["refined"] == dataclasses.asdict(CrfConfig())
+           for out in runs}
+    assert crf["plain"] is None and crf["explicit"] is None and crf["off"] is None
+    assert crf["refined"] == dataclasses.asdict(CrfConfig())
+    assert crf["torch"] == dataclasses.asdict(CrfConfig(backend="torch"))
+    masks = {out: read_mask(clip_folder / out / "00003.png") for out in ("plain", "refined", "torch")}
+    # each CRF reached the masks: all three differ
+    assert not any(np.array_equal(masks[a], masks[b]) for a, b in (("plain", "refined"), ("plain", "torch"),
+                                                                   ("refined", "torch")))
