@@ -84,7 +84,7 @@ def toy(stream: int, intervals: list[int], options: list[str], work: Path) -> No
                 matrices["copy"].update(c, t)
         summary.append(f"K={interval}: mIoU propagated {matrices['propagated'].miou():.4f} vs copy "
                        f"{matrices['copy'].miou():.4f}, ignored {matrices['propagated'].ignored_fraction():.4f}")
-    print(f"video_propagation toy stream {stream} {' '.join(options)}: " + " | ".join(summary))
+    print(" ".join(["video_propagation toy stream", str(stream), *options]) + ": " + " | ".join(summary))
 
 
 def main() -> None:
@@ -130,7 +130,7 @@ def main() -> None:
         print(line, flush=True)
         summary.append(line)
     print(json.dumps({"work": str(work)}))
-    print(f"video_propagation {' '.join(args.video_option)}: " + " | ".join(summary))
+    print(" ".join(["video_propagation", *args.video_option]) + ": " + " | ".join(summary))
 
 
 if __name__ == "__main__":
