@@ -82,10 +82,15 @@ def consistent(backward: np.ndarray, forward: np.ndarray, alpha: float, beta: fl
     """Forward-backward check for a target frame: backward (H, W, 2) flow from target to source, forward (H, W, 2)
     from source to target. Returns (H, W) bool: True where following ``backward`` and then ``forward`` (sampled
     there) comes back within the tolerance."""
-    forward_there = warp(torch.from_numpy(forward.transpose(2, 0, 1).copy()), backward)[0].numpy().transpose(1, 2, 0)
+    forward_there = warp(torch.from_numpy(forward.transpose(2, 0, 1).copy()), backward)[0].numpy()
+    backward = backward.transpose(2, 0, 1)
     loop = backward + forward_there
-    tolerance = alpha * ((backward ** 2).sum(-1) + (forward_there ** 2).sum(-1)) + beta
-    return (loop ** 2).sum(-1) < tolerance
+
+    def squared_length(vectors: np.ndarray) -> np.ndarray:  # of (2, H, W) vectors; numpy's sum over 2 is slow
+        return vectors[0] ** 2 + vectors[1] ** 2
+
+    tolerance = alpha * (squared_length(backward) + squared_length(forward_there)) + beta
+    return squared_length(loop) < tolerance
 
 
 def one_hot(mask: np.ndarray, num_classes: int) -> torch.Tensor:
