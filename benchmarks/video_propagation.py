@@ -7,7 +7,7 @@ count as wrong in both; their share is reported.
 ``--toy STREAM``: the same on 12 toy clips of that stream (true masks, mIoU, ignored = wrong) instead: where the
 key-masks settings are chosen (stream 5000), never on the real clips above, which only report.
 
-    .venv/bin/python benchmarks/video_propagation.py [--intervals 3,5,10] [--toy 5000] [--video-option=--no-refine]
+    .venv/bin/python benchmarks/video_propagation.py [--intervals 3,5,10] [--toy 5000] [--video-option=--refine]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def toy(stream: int, intervals: list[int], options: list[str], work: Path) -> No
                 matrices["copy"].update(c, t)
         summary.append(f"K={interval}: mIoU propagated {matrices['propagated'].miou():.4f} vs copy "
                        f"{matrices['copy'].miou():.4f}, ignored {matrices['propagated'].ignored_fraction():.4f}")
-    print(f"video_propagation toy stream {stream} {' '.join(options)}: " + " | ".join(summary))
+    print(" ".join(["video_propagation toy stream", str(stream), *options]) + ": " + " | ".join(summary))
 
 
 def main() -> None:
@@ -130,7 +130,7 @@ def main() -> None:
         print(line, flush=True)
         summary.append(line)
     print(json.dumps({"work": str(work)}))
-    print("video_propagation: " + " | ".join(summary))
+    print(" ".join(["video_propagation", *args.video_option]) + ": " + " | ".join(summary))
 
 
 if __name__ == "__main__":

@@ -49,13 +49,17 @@ class VideoConfig:
     clip: ClipConfig = option(default_factory=ClipConfig, help="--labels: the CLIP of the pseudo-mask pipeline.")
     preset: str | None = option(None, help="--labels: preset JSON, or 'default'; None = the model's own.")
     overrides: dict[str, Any] = option(default_factory=dict, help="--labels: labeler fields set on top of the "
-                                       "preset.")
+                                       "preset; the CRF fields (crf_*) also set the refining CRF with --key-masks or "
+                                       "--checkpoint.")
     checkpoint: str | None = option(None, path="existing-folder", help="--labels: a `freelabel train` run segments "
                                     "the key frames instead.")
-    # labels mode uses the labeler's CRF (the preset's; the library default with --checkpoint), key-masks mode the
-    # library default CRF; sets propagation.crf
-    refine: bool = option(True, help="A dense CRF on each propagated frame (its blended probabilities, its own "
-                          "pixels) snaps the carried masks to that frame's edges.")
+    # labels mode uses the labeler's CRF (the preset's), key-masks and checkpoint modes the library default with
+    # the crf_* overrides; sets propagation.crf. Off by default: on real 480p clips on a CPU it costs far more than
+    # the flow and gains little (docs/results.md, "Video")
+    refine: bool = option(False, flag="--refine/--no-refine", help="A dense CRF on each propagated frame (its "
+                          "blended probabilities, its own pixels) snaps the carried masks to that frame's edges; "
+                          "the frames between two key frames are refined together on --device (one batch with "
+                          "--crf-backend torch).")
     overlay: bool = option(False, help="Also write overlay.mp4: the frames with their masks blended in, to watch.")
     overwrite: bool = option(False, help="Redo every frame, and rebind the folder to new inputs or settings; needed "
                              "to reuse a folder.")
@@ -121,6 +125,17 @@ def _gaps(frames: Iterator[Frame], is_key: Callable[[Frame, bool], bool], failed
         yield gap
 
 
+def _default_crf(config: VideoConfig) -> CrfConfig | None:
+    """The refining CRF where no labeler brings its own (--key-masks, --checkpoint): the library default with the
+    crf_* overrides (None after ``use_crf=False``)."""
+    return LabelerConfig().with_overrides(**config.overrides).crf
+
+
+def _refining(config: VideoConfig, crf: CrfConfig | None) -> VideoConfig:
+    """``config`` with the propagation's CRF set: ``crf`` if ``config.refine``, else None."""
+    return replace(config, propagation=replace(config.propagation, crf=crf if config.refine else None))
+
+
 def _write_frame(out: Path, frame: Frame, mask: np.ndarray, key: bool) -> dict[str, Any]:
     try:
         write_mask(out / Path(frame.name).with_suffix(".png"), mask)
@@ -134,7 +149,7 @@ def _propagate(frames_path: Path, out: Path, classes: list[str], folder: JobFold
     """The loop shared by both modes, on a checked ``folder``: stream the frames gap by gap, skip gaps whose frames
     are all done, propagate the others, journal every frame, rebuild the manifest and errors."""
     with folder.open(classes):
-        propagator = Propagator(config.propagation)
+        propagator = Propagator(config.propagation, config.clip.device)
         started = time.monotonic()
         keys: dict[str, _Key | None] = {}  # this gap's key frames (None: failed), the last one kept for the next gap
         skipped: set[str] = set()
@@ -196,7 +211,7 @@ def propagate_masks(frames_path: str | Path, key_masks: str | Path, out: str | P
     of them in ``key_masks`` (same name with ``.png``, palette PNGs indexing ``key_masks/classes.txt``), without
     any CLIP. Output masks use that class index. Returns the manifest."""
     config = config or VideoConfig()
-    config = replace(config, propagation=replace(config.propagation, crf=CrfConfig() if config.refine else None))
+    config = _refining(config, _default_crf(config))
     frames_path, key_masks, out = Path(frames_path), Path(key_masks), Path(out)
     if not (key_masks / "classes.txt").is_file():
         raise FreelabelError(f"{key_masks} needs a classes.txt (index name lines) for its masks")
@@ -248,13 +263,13 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
         settings: dict[str, Any] = {"checkpoint": str(Path(config.checkpoint).resolve()),
                                     "model_sha256": file_digest(Path(config.checkpoint) / MODEL)}
         labeler_config: LabelerConfig | None = None
-        crf: CrfConfig | None = CrfConfig()
+        crf = _default_crf(config)
     else:
         _, labeler_config = resolve_preset(config.clip.model, config.preset, config.overrides)
         settings = {"model": config.clip.model, "pretrained": config.clip.pretrained,
                     "labeler": labeler_config.to_dict()}
         crf = labeler_config.crf
-    config = replace(config, propagation=replace(config.propagation, crf=crf if config.refine else None))
+    config = _refining(config, crf)
     settings.update(mode="labels", key_interval=config.key_interval, propagation=asdict(config.propagation),
                     max_pixels=config.max_pixels)
     folder = JobFolder(out, {"classes": classes, "settings": settings}, config.overwrite,  # before the model loads

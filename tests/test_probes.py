@@ -406,7 +406,7 @@ def test_video_labels_mode_resumes_and_a_key_masks_rerun_with_other_settings_is_
     _assert_clean(_invoke(labels), 0, "12 skipped")
     keys = ["video", world / "frames", "--key-masks", world / "keys", "--out", tmp_path / "k"]
     _assert_clean(_invoke(keys), 0)
-    _assert_clean(_invoke([*keys, "--no-refine"]), 2, "another job")
+    _assert_clean(_invoke([*keys, "--refine"]), 2, "another job")
 
 
 @pytest.mark.parametrize("kind, run", [

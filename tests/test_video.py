@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from freelabel.pipelines.cli import main
 from freelabel.errors import ConfigError
 from freelabel.io import read_classes, read_mask, write_classes, write_image, write_mask
-from freelabel.pseudo.crf import CrfConfig
+from freelabel.pseudo.crf import CrfConfig, refine
 from freelabel.video.flow import FlowConfig, OpticalFlow
 from freelabel.video.frames import frame_index, frame_name
 from freelabel.video.propagate import PropagationConfig, Propagator, consistent, one_hot, warp
@@ -266,10 +266,35 @@ def test_refining_snaps_a_propagated_mask_to_its_frames_edges():
         assert torch.allclose(probabilities.sum(0), torch.ones(64, 80), atol=1e-4)
 
 
-def test_refine_is_on_by_default_and_recorded(clip_folder):
-    for flag, out in (([], "refined"), (["--no-refine"], "plain")):
+@pytest.mark.parametrize("backend", ["pydensecrf", "torch"])
+def test_a_gap_is_refined_in_one_batch_as_frame_by_frame(backend, device):
+    scenes = [_scene(t, step=5) for t in range(6)]  # each frame its own: a frame refined with another's pixels differs
+    frames, first, last = [f for f, _ in scenes], one_hot(scenes[0][1], 2), one_hot(scenes[-1][1], 2)
+    crf = CrfConfig(backend=backend)
+    plain = Propagator().between(frames, first, last)
+    batched = Propagator(PropagationConfig(crf=crf), device).between(frames, first, last)
+    assert len(batched) == len(plain) == 4
+    for frame, (blend, _), (probabilities, mask) in zip(frames[1:-1], plain, batched):
+        alone = refine(blend[None].to(device), torch.from_numpy(frame)[None].to(device), crf)[0].cpu()
+        assert probabilities.shape == (2, 96, 128) and probabilities.device.type == "cpu"
+        assert mask.shape == (96, 128) and mask.dtype == np.uint8
+        assert torch.allclose(probabilities, alone, atol=1e-5)
+        assert not torch.allclose(probabilities, blend, atol=1e-2)  # the CRF did change the blend
+        assert np.array_equal(mask[mask != 255], probabilities.argmax(0).numpy()[mask != 255])
+
+
+def test_refine_is_off_by_default_and_the_crf_flags_set_it(clip_folder):
+    runs = {"plain": [], "explicit": ["--no-refine"], "off": ["--refine", "--no-crf"], "refined": ["--refine"],
+            "torch": ["--refine", "--crf-backend", "torch", "--device", "cpu"]}
+    for out, flags in runs.items():
         assert _video(clip_folder / "frames", "--key-masks", clip_folder / "keys", "--out", clip_folder / out,
-                      *flag).exit_code == 0
+                      *flags).exit_code == 0
     crf = {out: json.loads((clip_folder / out / "manifest.json").read_text())["config"]["propagation"]["crf"]
-           for out in ("refined", "plain")}
-    assert crf["plain"] is None and crf["refined"] == dataclasses.asdict(CrfConfig())
+           for out in runs}
+    assert crf["plain"] is None and crf["explicit"] is None and crf["off"] is None
+    assert crf["refined"] == dataclasses.asdict(CrfConfig())
+    assert crf["torch"] == dataclasses.asdict(CrfConfig(backend="torch"))
+    masks = {out: read_mask(clip_folder / out / "00003.png") for out in ("plain", "refined", "torch")}
+    # each CRF reached the masks: all three differ
+    assert not any(np.array_equal(masks[a], masks[b]) for a, b in (("plain", "refined"), ("plain", "torch"),
+                                                                   ("refined", "torch")))

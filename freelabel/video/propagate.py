@@ -8,6 +8,7 @@ out of the chain it failed in; where both chains dropped it, or the blend is not
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -60,7 +61,7 @@ def warp(values: torch.Tensor, flow: np.ndarray) -> tuple[torch.Tensor, torch.Te
     in the source. Returns the warped (C, H, W) values and (H, W) bool: True where the source point is inside it.
     """
     height, width = flow.shape[:2]
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ys, xs = _pixel_grid(height, width)
     x, y = xs + flow[..., 0], ys + flow[..., 1]
     inside = torch.from_numpy((x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5))
     grid = torch.from_numpy(np.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], axis=-1))[None]
@@ -69,15 +70,27 @@ def warp(values: torch.Tensor, flow: np.ndarray) -> tuple[torch.Tensor, torch.Te
     return out, inside.to(values.device)
 
 
+@functools.lru_cache(maxsize=2)
+def _pixel_grid(height: int, width: int) -> np.ndarray:
+    """(2, H, W) float32 row and column indices, made once per frame size (every warp of a clip needs them)."""
+    grid = np.mgrid[0:height, 0:width].astype(np.float32)
+    grid.flags.writeable = False
+    return grid
+
+
 def consistent(backward: np.ndarray, forward: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     """Forward-backward check for a target frame: backward (H, W, 2) flow from target to source, forward (H, W, 2)
     from source to target. Returns (H, W) bool: True where following ``backward`` and then ``forward`` (sampled
     there) comes back within the tolerance."""
-    height, width = backward.shape[:2]
-    forward_there = warp(torch.from_numpy(forward.transpose(2, 0, 1).copy()), backward)[0].numpy().transpose(1, 2, 0)
+    forward_there = warp(torch.from_numpy(forward.transpose(2, 0, 1).copy()), backward)[0].numpy()
+    backward = backward.transpose(2, 0, 1)
     loop = backward + forward_there
-    tolerance = alpha * ((backward ** 2).sum(-1) + (forward_there ** 2).sum(-1)) + beta
-    return (loop ** 2).sum(-1) < tolerance
+
+    def squared_length(vectors: np.ndarray) -> np.ndarray:  # of (2, H, W) vectors; numpy's sum over 2 is slow
+        return vectors[0] ** 2 + vectors[1] ** 2
+
+    tolerance = alpha * (squared_length(backward) + squared_length(forward_there)) + beta
+    return squared_length(loop) < tolerance
 
 
 def one_hot(mask: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -94,8 +107,10 @@ class Propagator:
     """Propagates key-frame probabilities over the frames between, one gap at a time (only that gap's frames are
     held in memory)."""
 
-    def __init__(self, config: PropagationConfig | None = None):
+    def __init__(self, config: PropagationConfig | None = None, device: str | torch.device = "cpu"):
+        """device: where the CRF refines the propagated frames (the labeler's); flow and warps run on the CPU."""
         self.config = config or PropagationConfig()
+        self.device = torch.device(device)
         self.flow = OpticalFlow(self.config.flow)
         self._flows: dict[tuple[int, int], np.ndarray] = {}
 
@@ -129,8 +144,9 @@ class Propagator:
         frames: (H, W, 3) uint8 RGB frames in order. first: (C, H, W) float probabilities of ``frames[0]`` if it is
         a key frame, else None (a gap before the first key frame); last: the same for ``frames[-1]`` (None: a gap
         after the last key frame). Returns per frame that is not a key frame (``frames[1:-1]`` between two key
-        frames): the (C, H, W) blend of the chains that reach it, weighted by temporal distance and validity (0
-        where none does), and the (H, W) uint8 mask (255 = not confident).
+        frames): the (C, H, W) blend of the chains that reach it, weighted by temporal distance and validity (by
+        temporal distance alone where none does; refined if ``config.crf``: the gap's frames as one batch, on
+        ``device``), and the (H, W) uint8 mask (255 = not confident).
         """
         if first is None and last is None:
             raise ValueError("a gap needs at least one key frame's probabilities")
@@ -146,30 +162,40 @@ class Propagator:
             backward = self._chain(frames, range(span, start - 1, -1), last)[::-1]
             chains.append((backward, lambda t: t / span))
         self._flows = {}
-        results = []
+        blends, reached = [], []
         for i, t in enumerate(range(start, end)):
             temporal = [weight(t) if len(chains) == 2 else 1.0 for _, weight in chains]
             warped = [chain[i][0] for chain, _ in chains]
-            blended, reached = self._blend(warped, temporal, [chain[i][1].float() for chain, _ in chains])
-            if not reached.all():  # where no chain is valid: the blend regardless of the check
-                anyway, _ = self._blend(warped, temporal, [torch.ones_like(p[0]) for p in warped])
-                blended = torch.where(reached[None], blended, anyway)
-            if self.config.crf is not None:
-                blended = refine(blended[None], torch.from_numpy(np.ascontiguousarray(frames[t]))[None],
-                                 self.config.crf)[0]
+            blended, valid = self._blend(warped, temporal, [chain[i][1] for chain, _ in chains])
+            blends.append(blended)
+            reached.append(valid)
+        probabilities = torch.stack(blends)
+        if self.config.crf is not None:  # the gap's frames in one call: the torch backend refines them as a batch
+            images = torch.from_numpy(np.stack(frames[start:end])).to(self.device)
+            probabilities = refine(probabilities.to(self.device), images, self.config.crf).cpu()
+        results = []
+        for blended, valid in zip(probabilities, reached):
             confidence, mask = blended.max(dim=0)
             mask = mask.to(torch.uint8)
-            mask[reached & (confidence < self.config.min_confidence)] = IGNORE_INDEX
+            mask[valid & (confidence < self.config.min_confidence)] = IGNORE_INDEX
             fallback = self.config.flagged_min_confidence
-            mask[~reached if fallback is None else ~reached & (confidence < fallback)] = IGNORE_INDEX
+            mask[~valid if fallback is None else ~valid & (confidence < fallback)] = IGNORE_INDEX
             results.append((blended, mask.numpy()))
         return results
 
     @staticmethod
     def _blend(probabilities: list[torch.Tensor], temporal: list[float], valid: list[torch.Tensor]
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weighted mean of the chains' (C, H, W) probabilities, weights = temporal x (H, W) validity. Returns
-        the blend (0 where no weight) and (H, W) bool: where some weight is positive."""
-        total = sum(p * (w * v) for p, w, v in zip(probabilities, temporal, valid))
-        weight_sum = sum(w * v for w, v in zip(temporal, valid))
-        return total / weight_sum.clamp(min=1e-6), weight_sum > 0
+        """Weighted mean of the chains' (C, H, W) probabilities, weights = temporal x (H, W) bool validity; where
+        no chain is valid, the temporal weights alone (the blend regardless of the check). Returns the blend and
+        (H, W) bool: where some chain is valid."""
+        weights = torch.stack([w * v for w, v in zip(temporal, valid)])
+        total = weights.sum(dim=0)
+        reached = total > 0
+        # the weights are normalised on (H, W) before they meet the C channels: one pass over those
+        fallback = torch.tensor(temporal)[:, None, None] / sum(temporal)
+        weights = torch.where(reached, weights / total.clamp(min=1e-6), fallback)
+        blend = probabilities[0] * weights[0]
+        for chain, weight in zip(probabilities[1:], weights[1:]):
+            blend.addcmul_(chain, weight)
+        return blend, reached
