@@ -10,6 +10,7 @@ from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.pamr import PamrConfig
 from freelabel.pseudo.select import LabelSelector
 from freelabel.review import ReviewConfig, write_review
+from freelabel.run.engines import EngineConfig, create_engine
 from freelabel.run.query import QueryResult, query
 from freelabel.segmentation import ImageSegmenter, Segmentation
 from freelabel.segmenter.config import SegmenterConfig
@@ -19,9 +20,9 @@ from freelabel.segmenter.predictor import Segmenter
 from freelabel.segmenter.trainer import TrainConfig, train, train_config
 from freelabel.version import __version__
 
-__all__ = ["ClipConfig", "CrfConfig", "FreelabelError", "ImageSegmenter", "LabelFolder", "LabelSelector", "Labeler",
-           "LabelerConfig", "LoadedClip", "ModelCard", "PamrConfig", "Preset", "QueryResult", "ReviewConfig", "SegmenterConfig",
-           "Segmentation", "Segmenter", "SelectedLabelSegmenter", "SelectionConfig", "TrainConfig", "__version__",
-           "architecture_config", "create_segmenter", "list_architectures", "list_models", "load_clip", "model_card",
-           "model_preset", "query", "read_label_folder", "read_preset", "train", "train_config", "write_preset",
-           "write_review"]
+__all__ = ["ClipConfig", "CrfConfig", "EngineConfig", "FreelabelError", "ImageSegmenter", "LabelFolder",
+           "LabelSelector", "Labeler", "LabelerConfig", "LoadedClip", "ModelCard", "PamrConfig", "Preset",
+           "QueryResult", "ReviewConfig", "SegmenterConfig", "Segmentation", "Segmenter", "SelectedLabelSegmenter",
+           "SelectionConfig", "TrainConfig", "__version__", "architecture_config", "create_engine",
+           "create_segmenter", "list_architectures", "list_models", "load_clip", "model_card", "model_preset",
+           "query", "read_label_folder", "read_preset", "train", "train_config", "write_preset", "write_review"]

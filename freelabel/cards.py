@@ -174,7 +174,8 @@ def _read_card(path: Path) -> ModelCard:
     """Read a card the package ships: ``freelabel/model_cards/<model>.json`` holds ``description``, ``bundled``
     (``{"tag", "file"}``, the file relative to the package), ``templates``, ``preprocess``, ``preset`` (a labeler
     preset, as ``freelabel tune`` writes it), ``batch_sizes`` (device type -> images per model call) and
-    ``training`` (``{"train": {TrainConfig fields}, "source": {...}}``), each optional. A malformed card raises ``ConfigError`` naming the file."""
+    ``training`` (``{"train": {TrainConfig fields}, "source": {...}}``), each optional. A malformed card raises
+    ``ConfigError`` naming the file."""
     content = read_json(path)
     if not isinstance(content, dict):
         raise ConfigError(f"{path} is not a model card (expected a JSON object)")

@@ -74,7 +74,8 @@ def cluster(tmp_path_factory):
     port = 6390 + os.getpid() % 100
     temp = tmp_path_factory.mktemp("ray")
     subprocess.run([ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                    "--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", str(temp), "--disable-usage-stats"],
+                    "--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", str(temp),
+                    "--disable-usage-stats"],
                    check=True, capture_output=True)
     yield f"127.0.0.1:{port}"
     subprocess.run([ray_cli, "stop", "--force"], capture_output=True)

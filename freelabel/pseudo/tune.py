@@ -3,8 +3,9 @@
 Each stage tries its grid with every other setting held at the best so far and keeps the winner (ties keep the
 earlier candidate, the current settings first): maps (method and its setting, feature surgery, view scales) ->
 fusion -> background (threshold, sharpness) -> PAMR -> CRF, in rounds (the pipeline's ``rounds``: a second round
-re-fits the first stages under the chosen refinement). Candidates are scored by the one mIoU of ``freelabel evaluate`` (pixels marked ignore count
-as wrong) over the tuning images, whose image-level labels are the classes present in their masks.
+re-fits the first stages under the chosen refinement). Candidates are scored by the one mIoU of ``freelabel
+evaluate`` (pixels marked ignore count as wrong) over the tuning images, whose image-level labels are the classes
+present in their masks.
 Images are split into chunks scored in parallel worker processes, each loading the CLIP once; a candidate that
 only changes what happens after the image pass reuses the cached image features.
 """

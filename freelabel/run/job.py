@@ -53,7 +53,8 @@ class MaskWorker:
         """make_model: builds the model (picklable; see ``OncePerProcess``). classes: the global class index the
         masks' values refer to (index 0 background). labels: every label the jobs ask for, encoded in batches once
         the model is built. max_pixels: larger images are refused unread."""
-        self.make_model, self.classes, self.labels, self.max_pixels = make_model, list(classes), list(labels), max_pixels
+        self.make_model, self.classes, self.labels = make_model, list(classes), list(labels)
+        self.max_pixels = max_pixels
         self._model: ImageSegmenter | None = None
 
     def __getstate__(self) -> dict[str, Any]:
