@@ -134,8 +134,8 @@ def test_map_method_and_pamr_flags_reach_the_labeler(tmp_path):
     write_image(tmp_path / "images" / "a.png", next(scenes(3, 1)).image)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["generate", str(tmp_path / "images"), "--labels", "red circle", "--out",
-                                       str(out), "--model", "test-tiny-vit", "--pretrained", "random", "--method", "naclip",
-                                       "--gaussian-std", "2", "--feature-surgery", "--pamr-iterations", "2",
+                                       str(out), "--model", "test-tiny-vit", "--pretrained", "random", "--method",
+                                       "naclip", "--gaussian-std", "2", "--feature-surgery", "--pamr-iterations", "2",
                                        "--pamr-dilations", "4,8", "--no-crf"])
     assert result.exit_code == 0, result.output
     labeler = json.loads((out / "manifest.json").read_text())["labeler"]
