@@ -15,7 +15,7 @@ from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
 from freelabel.pseudo.labeler import Labeler
 from freelabel.run.engine import OncePerProcess
-from freelabel.run.engines import EngineConfig, create_engine
+from freelabel.run.engines import EngineConfig, create_engine, engine_option
 from freelabel.run.folder import check_out_dir
 from freelabel.run.masks import FolderOptions, MaskFolder, read_inputs
 from freelabel.run.selection import LABELS, ClassifyConfig, select_folder, selection_inputs, selection_settings
@@ -42,8 +42,7 @@ class GenerateConfig:
                                     "None = labels are given.")
     selection_overrides: dict[str, Any] = option(default_factory=dict, help="SelectionConfig fields over the "
                                                  "preset's.")
-    engine: EngineConfig = option(default_factory=EngineConfig, help="Where the images are segmented (this "
-                                  "process, or Ray actors) and in what batches; never changes what is written.")
+    engine: EngineConfig = engine_option()
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels < 1:

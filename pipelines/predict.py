@@ -12,7 +12,7 @@ from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.labels import LabelError, check_label, read_label_vocabulary
 from freelabel.io.masks import IGNORE_INDEX
-from freelabel.run.engines import EngineConfig, create_engine
+from freelabel.run.engines import EngineConfig, create_engine, engine_option
 from freelabel.run.folder import image_names
 from freelabel.run.masks import FolderOptions, Inputs, MaskFolder, read_inputs
 from freelabel.segmenter.checkpoint import MODEL, file_digest, read_run
@@ -34,8 +34,7 @@ class PredictConfig:
                              "a folder.")
     max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread (decompression bombs); None "
                                     "= no limit.")
-    engine: EngineConfig = option(default_factory=EngineConfig, help="Where the images are segmented (this "
-                                  "process, or Ray actors) and in what batches; never changes what is written.")
+    engine: EngineConfig = engine_option()
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:

@@ -125,4 +125,3 @@ def read_image_or_error(path: str | os.PathLike, max_pixels: int | None = MAX_PI
         return error
     except Exception as error:  # any decoder failure is this file's, never the run's  # noqa: BLE001
         return ImageReadError(f"cannot read image {path}: {type(error).__name__}: {error}")
-

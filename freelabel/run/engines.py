@@ -42,6 +42,12 @@ class EngineConfig:
             raise ConfigError("--workers, --gpus-per-worker and --address are settings of --engine ray")
 
 
+def engine_option() -> EngineConfig:
+    """The ``engine`` field of a labelling command's config (``generate``, ``classify``, ``predict``)."""
+    return option(default_factory=EngineConfig, help="Where the images are segmented (this process, or Ray actors) "
+                  "and in what batches; never changes what is written.")
+
+
 def create_engine(config: EngineConfig, model: str, device: str) -> Engine:
     """The engine ``config`` describes, for the CLIP ``model`` (its card gives the batch size) on ``device`` (where
     each copy of the model runs). ``ConfigError`` when Ray is asked for and not installed."""

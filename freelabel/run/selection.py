@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
 from freelabel.cards import Preset, resolve_preset
 from freelabel.clip.loading import ClipConfig
 from freelabel.config import option
@@ -28,7 +29,7 @@ from freelabel.pseudo.config import LabelerConfig, SelectionConfig
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.select import LabelSelector
 from freelabel.run.engine import Engine, OncePerProcess
-from freelabel.run.engines import EngineConfig
+from freelabel.run.engines import EngineConfig, engine_option
 from freelabel.run.folder import JobFolder, failure, image_names
 from freelabel.run.local import LocalEngine
 from freelabel.run.masks import Inputs, label_inputs
@@ -51,8 +52,7 @@ class ClassifyConfig:
     overwrite: bool = option(False, help="Redo every image, and rebind the folder to a new vocabulary or settings; "
                              "needed to reuse a folder.")
     max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread (decompression bombs).")
-    engine: EngineConfig = option(default_factory=EngineConfig, help="Where the images are segmented (this "
-                                  "process, or Ray actors) and in what batches; never changes what is written.")
+    engine: EngineConfig = engine_option()
 
     def settings(self) -> tuple[SelectionConfig, LabelerConfig]:
         """The preset's selection settings with ``overrides`` on top, and its labeler settings (for the masks the
