@@ -15,6 +15,7 @@ from freelabel.run.engine import OncePerProcess, batches
 from freelabel.run.engines import EngineConfig, create_engine
 from freelabel.run.job import ImageJob, MaskWorker
 from freelabel.run.local import LocalEngine
+from freelabel.run.masks import FolderOptions, MaskFolder, label_inputs
 from freelabel.segmentation import Segmentation
 
 
@@ -114,6 +115,30 @@ def test_a_ray_worker_refuses_a_node_without_the_shared_folders(tmp_path):
     _Actor(worker, [str(tmp_path)], 1)  # the folder is there: it starts
     with pytest.raises(FreelabelError, match="not visible on node .*storage every node mounts"):
         _Actor(worker, [str(tmp_path / "elsewhere")], 1)
+
+
+class _KillsAWriter(LocalEngine):
+    """A local engine whose first batch leaves what a worker killed in the middle of a write leaves: a temp file
+    beside the outputs (the engine then redoes the batch elsewhere, as Ray does)."""
+
+    def run(self, worker, items, shared):
+        for number, finished in enumerate(super().run(worker, items, shared)):
+            if number == 0:
+                (shared[1] / f".{finished[0][0].name}.x1y2z3.tmp.png").write_bytes(b"half a png")
+            yield finished
+
+
+def test_a_writer_killed_mid_run_leaves_no_temp_file(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((6, 8, 3), 40 * i, np.uint8)).save(images / f"{i}.png")
+    out = tmp_path / "out"
+    folder = MaskFolder(images, label_inputs(images, ["cat"], "labels"), out, {"model": "halves"}, FolderOptions())
+    assert folder.run(_Halves, {}, _KillsAWriter())["summary"]["done"] == 3
+    assert sorted(path.name for path in out.rglob("*.png")) == ["0.png", "1.png", "2.png"]
 
 
 @pytest.mark.parametrize("crf_backend", ["torch", "pydensecrf"])

@@ -174,6 +174,12 @@ class JobFolder:
             self._recorded[name] = entry["status"]
             self.counts[entry["status"]] += 1
 
+    def finish(self) -> None:
+        """Remove the temporary files of writes whose writer died mid-run, once every item is through: an engine
+        replaces a killed worker and goes on, so its half-written file is left beside the finished outputs."""
+        with self.stops_on_write_errors():
+            remove_stray_temp_files(self.out)
+
     def status(self) -> dict[str, dict[str, Any]]:
         """Every journaled item's last entry (without its name), by name, in journal order."""
         return {name: {k: v for k, v in entry.items() if k != "image"} for name, entry in self.entries.items()}

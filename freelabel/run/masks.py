@@ -144,6 +144,7 @@ class MaskFolder:
                     self._write_records(manifest)
                     took = time.monotonic() - rebuilding
                     next_rebuild = time.monotonic() + max(MANIFEST_SECONDS, MANIFEST_SHARE * took)
+            self.folder.finish()
             counts = self.folder.counts
             manifest["summary"] = {"done": counts["done"], "skipped": skipped + len(self.inputs.unlabelled),
                                    "failed": counts["failed"] + len(self.inputs.problems),

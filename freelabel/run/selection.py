@@ -156,6 +156,7 @@ def select_folder(images_dir: Path, vocabulary_spec: str, out: Path, config: Cla
         text_seconds, started = time.monotonic() - started, time.monotonic()
         for finished in (engine or LocalEngine()).run(worker, todo, shared=(images_dir, out)):
             folder.record_all(finished)
+        folder.finish()
         journaled = folder.status()
         status = {name: journaled[name] for name in names if name in journaled}
         counts = folder.counts
