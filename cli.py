@@ -14,32 +14,16 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 import yaml
 
-from freelabel.clip.loading import ClipConfig
 from freelabel.errors import FreelabelError
-from freelabel.exchange import EXPORT_FORMATS, IMPORT_FORMATS
-from freelabel.pipelines.generate import GenerateConfig
-from freelabel.pipelines.predict import PredictConfig
-from freelabel.pipelines.query import QueryConfig
-from freelabel.pipelines.tune import TuneConfig
-from freelabel.pipelines.video import VideoConfig
-from freelabel.pseudo.config import LabelerConfig, SelectionConfig
-from freelabel.pseudo.crf import CrfConfig
-from freelabel.pseudo.pamr import PamrConfig
-from freelabel.review import ReviewConfig
-from freelabel.run.engines import EngineConfig
 from freelabel.run.folder import ERRORS, exit_status
-from freelabel.run.selection import ClassifyConfig
-from freelabel.segmenter.trainer import TrainConfig
-from freelabel.toy.train import ToyClipTrainConfig
-from freelabel.toy.world import ToyWorldConfig
-from freelabel.video.flow import FlowConfig
-from freelabel.video.propagate import PropagationConfig
 
+if TYPE_CHECKING:  # the commands' modules are imported when a command is built (see Group)
+    from freelabel.clip.config import ClipConfig
 
 def _given(**options: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
@@ -179,6 +163,7 @@ def _read_options_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise UserError(f"{path} must hold a mapping of option names to values, not a {type(values).__name__}")
+
     return values
 
 
@@ -227,15 +212,40 @@ class ConfigCommand(click.Command):
 
 
 class Group(click.Group):
-    """``freelabel`` and its subgroups: their commands take ``--config``."""
+    """``freelabel`` and its subgroups: their commands take ``--config``, and each is built (its modules imported)
+    only when it is run or listed, so that starting one command does not import what the others need (open_clip
+    and torchvision cost seconds that ``video --key-masks`` or ``evaluate`` never use)."""
 
     command_class = ConfigCommand
     group_class = type  # subgroups are Groups too
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.builders: dict[str, Callable[[], click.Command]] = {}
+
+    def lazy_command(self, name: str) -> Callable[[Callable[[], click.Command]], Callable[[], click.Command]]:
+        """Decorator: register a function that imports what command ``name`` needs and returns the command."""
+
+        def register(builder: Callable[[], click.Command]) -> Callable[[], click.Command]:
+            self.builders[name] = builder
+            return builder
+
+        return register
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.builders})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.builders:
+            self.add_command(self.builders[name](), name)
+        return super().get_command(ctx, name)
 
 
 def clip_options(command: Callable) -> Callable:
     """The options that choose a CLIP model (``ClipConfig``); they arrive as one ``clip`` argument (a ClipConfig),
     or, for a command with a ``clip_given`` parameter, as the dict of the options given."""
+    from freelabel.clip.config import ClipConfig
+
     wants_given = "clip_given" in inspect.signature(command).parameters
 
     @functools.wraps(command)
@@ -251,17 +261,29 @@ def labeler_options(command: Callable) -> Callable:
     """Every ``LabelerConfig`` setting, PAMR's and the CRF's included (``--pamr/--no-pamr``, ``--pamr-<field>``,
     ``--crf/--no-crf``, ``--crf-<field>``), as an option that overrides one field of the preset; they arrive as an
     ``overrides`` dict (``LabelerConfig.with_overrides``'s keys)."""
+    from freelabel.pseudo.config import LabelerConfig
+    from freelabel.pseudo.crf import CrfConfig
+    from freelabel.pseudo.pamr import PamrConfig
+
     return config_options(LabelerConfig, into="overrides")(
         config_options(PamrConfig, prefix="pamr", into="overrides")(
             config_options(CrfConfig, prefix="crf", into="overrides")(command)))
 
 
-# where a labelling command runs its images (this process or Ray actors) and in what batches
-engine_options = config_options(EngineConfig, into="engine_given")
+def engine_options(command: Callable) -> Callable:
+    """Where a labelling command runs its images (this process or Ray actors) and in what batches (``EngineConfig``);
+    they arrive as an ``engine_given`` dict."""
+    from freelabel.run.engines import EngineConfig
 
-# the label-free selection settings a user tunes most, over the preset's
-selection_options = config_options(SelectionConfig, "top_k", "min_score", "max_overlap", "verify_rounds",
-                                   into="selection_overrides")
+    return config_options(EngineConfig, into="engine_given")(command)
+
+
+def selection_options(command: Callable) -> Callable:
+    """The label-free selection settings a user tunes most, over the preset's; a ``selection_overrides`` dict."""
+    from freelabel.pseudo.config import SelectionConfig
+
+    return config_options(SelectionConfig, "top_k", "min_score", "max_overlap", "verify_rounds",
+                          into="selection_overrides")(command)
 
 
 @click.group(cls=Group)
@@ -274,274 +296,334 @@ VOCABULARY_HELP = ("Vocabulary to select from: a file with one class per line (s
                    "or 'a,b,c'.")
 
 
-@main.command()
-@_friendly_errors
-@click.argument("images", type=click.Path(exists=True, file_okay=False))
-@click.option("--vocab", "vocabulary", required=True, help=VOCABULARY_HELP)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for labels.json etc.")
-@config_options(ClassifyConfig, "preset", "overwrite", "max_pixels", into="given")
-@selection_options
-@engine_options
-@clip_options
-def classify(images: str, vocabulary: str, out: str, given: dict[str, Any], selection_overrides: dict[str, Any],
-             engine_given: dict[str, Any], clip: ClipConfig) -> None:
-    """Select image-level labels for every image below IMAGES from an open vocabulary: the whole image and its
-    regions, each classified alone, then each chosen label checked against its own pseudo-mask. Writes
-    OUT/labels.json (the input of `generate --labels`). Exit code 0: every image labelled; 1: some images failed
-    (OUT/errors.jsonl); 2: a usage error."""
+@main.lazy_command("classify")
+def _classify_command() -> click.Command:
     from freelabel.pipelines.classify import classify_folder
+    from freelabel.run.engines import EngineConfig
+    from freelabel.run.selection import ClassifyConfig
 
-    config = ClassifyConfig(clip=clip, overrides=selection_overrides, engine=EngineConfig(**engine_given), **given)
-    summary = classify_folder(images, vocabulary, out, config)["summary"]
-    click.echo(f"labelled {summary['done']} images, {summary['skipped']} skipped, {summary['failed']} failed in "
-               f"{summary['seconds']} s (+ {summary['text_seconds']} s encoding the vocabulary) -> "
-               f"{Path(out) / 'labels.json'}" + (f"; failures in {Path(out) / ERRORS}" if summary["failed"] else ""))
-    _exit_if_failed(summary)
+    @click.command("classify", cls=ConfigCommand)
+    @_friendly_errors
+    @click.argument("images", type=click.Path(exists=True, file_okay=False))
+    @click.option("--vocab", "vocabulary", required=True, help=VOCABULARY_HELP)
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for labels.json etc.")
+    @config_options(ClassifyConfig, "preset", "overwrite", "max_pixels", into="given")
+    @selection_options
+    @engine_options
+    @clip_options
+    def classify(images: str, vocabulary: str, out: str, given: dict[str, Any], selection_overrides: dict[str, Any],
+                 engine_given: dict[str, Any], clip: ClipConfig) -> None:
+        """Select image-level labels for every image below IMAGES from an open vocabulary: the whole image and its
+        regions, each classified alone, then each chosen label checked against its own pseudo-mask. Writes
+        OUT/labels.json (the input of `generate --labels`). Exit code 0: every image labelled; 1: some images failed
+        (OUT/errors.jsonl); 2: a usage error."""
+        config = ClassifyConfig(clip=clip, overrides=selection_overrides, engine=EngineConfig(**engine_given), **given)
+        summary = classify_folder(images, vocabulary, out, config)["summary"]
+        click.echo(f"labelled {summary['done']} images, {summary['skipped']} skipped, {summary['failed']} failed in "
+                   f"{summary['seconds']} s (+ {summary['text_seconds']} s encoding the vocabulary) -> "
+                   f"{Path(out) / 'labels.json'}"
+                   + (f"; failures in {Path(out) / ERRORS}" if summary["failed"] else ""))
+        _exit_if_failed(summary)
+
+    return classify
 
 
-@main.command()
-@_friendly_errors
-@click.argument("images", type=click.Path(exists=True, file_okay=False))
-@click.option("--labels", "labels_spec",
-              help="labels.json / .csv (image -> labels), or one label list for all images ('a,b' or a file).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
-@config_options(GenerateConfig, "vocabulary", "preset", "save_scores", "overlay", "overwrite", "max_pixels",
-                into="given")
-@selection_options
-@labeler_options
-@engine_options
-@clip_options
-def generate(images: str, labels_spec: str | None, out: str, given: dict[str, Any],
-             selection_overrides: dict[str, Any], overrides: dict[str, Any], engine_given: dict[str, Any],
+@main.lazy_command("generate")
+def _generate_command() -> click.Command:
+    from freelabel.pipelines.generate import GenerateConfig, generate as run
+    from freelabel.run.engines import EngineConfig
+
+    @click.command("generate", cls=ConfigCommand)
+    @_friendly_errors
+    @click.argument("images", type=click.Path(exists=True, file_okay=False))
+    @click.option("--labels", "labels_spec",
+                  help="labels.json / .csv (image -> labels), or one label list for all images ('a,b' or a file).")
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
+    @config_options(GenerateConfig, "vocabulary", "preset", "save_scores", "overlay", "overwrite", "max_pixels",
+                    into="given")
+    @selection_options
+    @labeler_options
+    @engine_options
+    @clip_options
+    def generate(images: str, labels_spec: str | None, out: str, given: dict[str, Any],
+                 selection_overrides: dict[str, Any], overrides: dict[str, Any], engine_given: dict[str, Any],
+                 clip: ClipConfig) -> None:
+        """Pseudo-masks for every image below IMAGES from its image-level labels (--labels), or from labels selected
+        for it from a vocabulary (--vocab; they are written to OUT/selection/labels.json), with the model's preset (or
+        --preset) and any single setting overridden by its flag. Exit code 0: every image done; 1: some images failed
+        (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
+        config = GenerateConfig(clip=clip, overrides=overrides, selection_overrides=selection_overrides,
+                                engine=EngineConfig(**engine_given), **given)
+        summary = run(images, labels_spec, out, config)["summary"]
+        failed = summary["failed"]
+        click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {failed} failed "
+                   f"in {summary['seconds']} s (+ {summary['text_seconds']} s encoding labels) -> {out}"
+                   + (f"; failures in {Path(out) / ERRORS}" if failed else ""))
+        _exit_if_failed(summary)
+
+    return generate
+
+
+@main.lazy_command("tune")
+def _tune_command() -> click.Command:
+    from freelabel.pipelines.tune import TuneConfig, tune as run
+
+    @click.command("tune", cls=ConfigCommand)
+    @_friendly_errors
+    @click.argument("images", type=click.Path(exists=True, file_okay=False))
+    @click.option("--masks", required=True, type=click.Path(exists=True, file_okay=False),
+                  help="Hand-labelled masks (same relative paths, .png; 255 = not labelled).")
+    @click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False),
+                  help="classes.txt of the masks (class 0 background).")
+    @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Preset JSON to write.")
+    @config_options(TuneConfig, "preset", "holdout", "workers", "rounds", into="given")
+    @labeler_options
+    @clip_options
+    def tune(images: str, masks: str, classes: str, out: str, given: dict[str, Any], overrides: dict[str, Any],
              clip: ClipConfig) -> None:
-    """Pseudo-masks for every image below IMAGES from its image-level labels (--labels), or from labels selected
-    for it from a vocabulary (--vocab; they are written to OUT/selection/labels.json), with the model's preset (or
-    --preset) and any single setting overridden by its flag. Exit code 0: every image done; 1: some images failed
-    (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
-    from freelabel.pipelines.generate import generate as run
+        """Fit a preset to a few (20-50) hand-labelled images: a staged grid search on a tuning split, reported on the
+        held-out split. Use it with `freelabel generate --preset OUT`."""
+        source = run(images, masks, classes, out, TuneConfig(clip=clip, overrides=overrides, **given)).source
+        heldout = source["heldout"]
+        click.echo(f"tuned on {source['data']['tuning_images']} images (mIoU {source['tuning']['miou']}); held-out "
+                   f"{source['data']['heldout_images']} images: mIoU {heldout['start']['miou']} -> "
+                   f"{heldout['tuned']['miou']} (ignored {heldout['tuned']['ignored_fraction']}) in "
+                   f"{source['seconds']} s -> {out}")
 
-    config = GenerateConfig(clip=clip, overrides=overrides, selection_overrides=selection_overrides,
-                            engine=EngineConfig(**engine_given), **given)
-    summary = run(images, labels_spec, out, config)["summary"]
-    failed = summary["failed"]
-    click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {failed} failed "
-               f"in {summary['seconds']} s (+ {summary['text_seconds']} s encoding labels) -> {out}"
-               + (f"; failures in {Path(out) / ERRORS}" if failed else ""))
-    _exit_if_failed(summary)
+    return tune
 
 
-@main.command()
-@_friendly_errors
-@click.argument("images", type=click.Path(exists=True, file_okay=False))
-@click.option("--masks", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Hand-labelled masks (same relative paths, .png; 255 = not labelled).")
-@click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="classes.txt of the masks (class 0 background).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Preset JSON to write.")
-@config_options(TuneConfig, "preset", "holdout", "workers", "rounds", into="given")
-@labeler_options
-@clip_options
-def tune(images: str, masks: str, classes: str, out: str, given: dict[str, Any], overrides: dict[str, Any],
-         clip: ClipConfig) -> None:
-    """Fit a preset to a few (20-50) hand-labelled images: a staged grid search on a tuning split, reported on the
-    held-out split. Use it with `freelabel generate --preset OUT`."""
-    from freelabel.pipelines.tune import tune as run
-
-    source = run(images, masks, classes, out, TuneConfig(clip=clip, overrides=overrides, **given)).source
-    heldout = source["heldout"]
-    click.echo(f"tuned on {source['data']['tuning_images']} images (mIoU {source['tuning']['miou']}); held-out "
-               f"{source['data']['heldout_images']} images: mIoU {heldout['start']['miou']} -> "
-               f"{heldout['tuned']['miou']} (ignored {heldout['tuned']['ignored_fraction']}) in {source['seconds']} s "
-               f"-> {out}")
-
-
-@main.command()
-@_friendly_errors
-@click.option("--pred", required=True, type=click.Path(exists=True, file_okay=False), help="Predicted masks.")
-@click.option("--gt", required=True, type=click.Path(exists=True, file_okay=False), help="Ground-truth masks.")
-@click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="classes.txt of the ground truth.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
-@click.option("--allow-missing", is_flag=True, default=None,
-              help="Score a missing prediction as all-ignore instead of failing.")
-def evaluate(pred: str, gt: str, classes: str, as_json: bool, allow_missing: bool | None) -> None:
-    """The one mIoU (predicted 255 counts as wrong; 255 in the ground truth is ignored), the dense-argmax mIoU from
-    saved scores, the ignored fraction, per-class IoU and pixel accuracy."""
+@main.lazy_command("evaluate")
+def _evaluate_command() -> click.Command:
     from freelabel.pipelines.evaluate import evaluate as run, format_report
 
-    report = run(pred, gt, classes, **_given(allow_missing=allow_missing))
-    click.echo(json.dumps(report) if as_json else format_report(report))
+    @click.command("evaluate", cls=ConfigCommand)
+    @_friendly_errors
+    @click.option("--pred", required=True, type=click.Path(exists=True, file_okay=False), help="Predicted masks.")
+    @click.option("--gt", required=True, type=click.Path(exists=True, file_okay=False), help="Ground-truth masks.")
+    @click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False),
+                  help="classes.txt of the ground truth.")
+    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
+    @click.option("--allow-missing", is_flag=True, default=None,
+                  help="Score a missing prediction as all-ignore instead of failing.")
+    def evaluate(pred: str, gt: str, classes: str, as_json: bool, allow_missing: bool | None) -> None:
+        """The one mIoU (predicted 255 counts as wrong; 255 in the ground truth is ignored), the dense-argmax mIoU from
+        saved scores, the ignored fraction, per-class IoU and pixel accuracy."""
+        report = run(pred, gt, classes, **_given(allow_missing=allow_missing))
+        click.echo(json.dumps(report) if as_json else format_report(report))
+
+    return evaluate
 
 
-@main.command()
-def models() -> None:
-    """The model cards (bundled weights, prompt templates, preprocessing, presets) and open_clip's pretrained
-    models, which any other --model name builds on."""
+@main.lazy_command("models")
+def _models_command() -> click.Command:
     from freelabel.pipelines.models import describe_models
 
-    click.echo(describe_models())
+    @click.command("models", cls=ConfigCommand)
+    def models() -> None:
+        """The model cards (bundled weights, prompt templates, preprocessing, presets) and open_clip's pretrained
+        models, which any other --model name builds on."""
+        click.echo(describe_models())
+
+    return models
 
 
-@main.command("train")
-@_friendly_errors
-@click.argument("pseudo_masks", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics).")
-@config_options(TrainConfig, into="overrides")  # its clip field: the CLIP options below
-@clip_options
-def train_command(pseudo_masks: str, out: str, overrides: dict[str, Any], clip_given: dict[str, Any]) -> None:
-    """Train a selected-label segmenter on a `freelabel generate` output folder (PSEUDO_MASKS), on the CLIP that
-    made it unless --model says otherwise. A killed run resumes from its last state when run again; under
-    `torchrun --nproc-per-node N --no-python freelabel train ...` it trains on N processes."""
+@main.lazy_command("train")
+def _train_command() -> click.Command:
     from freelabel.pipelines.train import train_run
+    from freelabel.segmenter.trainer import TrainConfig
 
-    config, metrics = train_run(pseudo_masks, out, clip_given, **overrides)
-    click.echo(f"trained {metrics.get('epoch', 0)} epochs on {config.clip.model}: "
-               + ", ".join(f"{k} {v}" for k, v in metrics.items() if k.startswith("val") or k == "loss")
-               + f" -> {out}")
+    @click.command("train", cls=ConfigCommand)
+    @_friendly_errors
+    @click.argument("pseudo_masks", type=click.Path(exists=True, file_okay=False))
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics).")
+    @config_options(TrainConfig, into="overrides")  # its clip field: the CLIP options below
+    @clip_options
+    def train_command(pseudo_masks: str, out: str, overrides: dict[str, Any], clip_given: dict[str, Any]) -> None:
+        """Train a selected-label segmenter on a `freelabel generate` output folder (PSEUDO_MASKS), on the CLIP that
+        made it unless --model says otherwise. A killed run resumes from its last state when run again; under
+        `torchrun --nproc-per-node N --no-python freelabel train ...` it trains on N processes."""
+        config, metrics = train_run(pseudo_masks, out, clip_given, **overrides)
+        click.echo(f"trained {metrics.get('epoch', 0)} epochs on {config.clip.model}: "
+                   + ", ".join(f"{k} {v}" for k, v in metrics.items() if k.startswith("val") or k == "loss")
+                   + f" -> {out}")
 
-
-@main.command()
-@_friendly_errors
-@click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.argument("images", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
-@click.option("--labels", "labels_spec",
-              help="Labels per image (as generate takes them; any names). Without: the model selects its own.")
-@config_options(PredictConfig, into="given")
-@engine_options
-def predict(run: str, images: str, out: str, labels_spec: str | None, given: dict[str, Any],
-            engine_given: dict[str, Any]) -> None:
-    """Masks for every image below IMAGES from the segmenter trained in RUN, in generate's format. Exit code 0:
-    every image done; 1: some images failed (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
-    from freelabel.pipelines.predict import predict as run_predict
-
-    config = PredictConfig(engine=EngineConfig(**engine_given), **given)
-    summary = run_predict(run, images, out, labels_spec, config)["summary"]
-    failed = summary["failed"]
-    click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {failed} failed "
-               f"in {summary['seconds']} s -> {out}" + (f"; failures in {Path(out) / ERRORS}" if failed else ""))
-    _exit_if_failed(summary)
+    return train_command
 
 
-@main.command()
-@_friendly_errors
-@click.argument("frames", type=click.Path(exists=True))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for one mask per frame.")
-@click.option("--labels", "labels_spec", help="The clip's labels ('a,b' or a file): key frames get the image "
-              "pipeline, the others propagated masks.")
-@click.option("--key-masks", type=click.Path(exists=True, file_okay=False),
-              help="Masks given for some frames (same names, .png, classes.txt): propagated, no CLIP.")
-@config_options(VideoConfig, "key_interval", "checkpoint", "refine", "overlay", "overwrite", "max_pixels", "preset",
-                into="given")
-@config_options(FlowConfig, into="flow")
-@config_options(PropagationConfig, "min_confidence", "flagged_min_confidence", into="propagation")
-@labeler_options
-@clip_options
-def video(frames: str, out: str, labels_spec: str | None, key_masks: str | None, given: dict[str, Any],
-          flow: dict[str, Any], propagation: dict[str, Any], overrides: dict[str, Any], clip: ClipConfig) -> None:
-    """Masks for every frame of FRAMES (a folder of frames or a video file) from key frames: segmented with
-    --labels, or given with --key-masks; the frames between get their masks carried by optical flow. Exit code 0:
-    every frame done; 1: some frames failed (OUT/errors.jsonl); 2: a usage error."""
-    from freelabel.pipelines.video import propagate_masks, video_labels
+@main.lazy_command("predict")
+def _predict_command() -> click.Command:
+    from freelabel.pipelines.predict import PredictConfig, predict as run_predict
+    from freelabel.run.engines import EngineConfig
 
-    if (labels_spec is None) == (key_masks is None):
-        raise UserError("give exactly one of --labels (segment key frames) and --key-masks (given key frames)")
-    config = VideoConfig(propagation=PropagationConfig(flow=FlowConfig(**flow), **propagation), clip=clip,
-                         overrides=overrides, **given)
-    manifest = (video_labels(frames, labels_spec, out, config) if labels_spec
-                else propagate_masks(frames, key_masks, out, config))
-    summary = manifest["summary"]
-    click.echo(f"{summary['done']} frame masks written ({summary['key_frames']} key frames), {summary['skipped']} "
-               f"skipped, {summary['failed']} failed in {summary['seconds']} s -> {out}"
-               + (f"; failures in {Path(out) / ERRORS}" if summary["failed"] else ""))
-    _exit_if_failed(summary)
+    @click.command("predict", cls=ConfigCommand)
+    @_friendly_errors
+    @click.argument("run", type=click.Path(exists=True, file_okay=False))
+    @click.argument("images", type=click.Path(exists=True, file_okay=False))
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks and manifest.")
+    @click.option("--labels", "labels_spec",
+                  help="Labels per image (as generate takes them; any names). Without: the model selects its own.")
+    @config_options(PredictConfig, into="given")
+    @engine_options
+    def predict(run: str, images: str, out: str, labels_spec: str | None, given: dict[str, Any],
+                engine_given: dict[str, Any]) -> None:
+        """Masks for every image below IMAGES from the segmenter trained in RUN, in generate's format. Exit code 0:
+        every image done; 1: some images failed (listed in OUT/errors.jsonl); 2: a usage error, nothing done."""
+        config = PredictConfig(engine=EngineConfig(**engine_given), **given)
+        summary = run_predict(run, images, out, labels_spec, config)["summary"]
+        failed = summary["failed"]
+        click.echo(f"{summary['done']} masks written, {summary['skipped']} skipped, {failed} failed "
+                   f"in {summary['seconds']} s -> {out}" + (f"; failures in {Path(out) / ERRORS}" if failed else ""))
+        _exit_if_failed(summary)
+
+    return predict
 
 
-@main.command()
-@_friendly_errors
-@click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@click.argument("texts", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks, overlay, JSONL.")
-@config_options(QueryConfig, "checkpoint", "max_pixels", "preset", into="given")
-@labeler_options
-@clip_options
-def query(image: str, texts: tuple[str, ...], out: str, given: dict[str, Any], overrides: dict[str, Any],
-          clip: ClipConfig) -> None:
-    """Masks for free-text queries TEXTS on IMAGE, from one pass over the image: OUT/queryNN.png per text,
-    OUT/overlay.png to look at, OUT/queries.jsonl (area, mean score). Exit code 0: every text answered; 1: some
-    could not be (see queries.jsonl); 2: a usage error."""
-    from freelabel.pipelines.query import QUERIES, query_image
+@main.lazy_command("video")
+def _video_command() -> click.Command:
+    from freelabel.pipelines.video import VideoConfig, propagate_masks, video_labels
+    from freelabel.video.flow import FlowConfig
+    from freelabel.video.propagate import PropagationConfig
 
-    results = query_image(image, texts, out, QueryConfig(clip=clip, overrides=overrides, **given))
-    for result in results:
-        click.echo(f"{result.text!r}: " + (f"error: {result.error}" if result.error else
-                                           f"area {result.area:.3f}, mean score {result.mean_score:.3f}"))
-    failed = sum(result.error is not None for result in results)
-    click.echo(f"{len(results) - failed} masks -> {out} (overlay.png, {QUERIES})"
-               + (f"; {failed} queries failed" if failed else ""))
-    if failed:
-        raise SystemExit(1)
+    @click.command("video", cls=ConfigCommand)
+    @_friendly_errors
+    @click.argument("frames", type=click.Path(exists=True))
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for one mask per frame.")
+    @click.option("--labels", "labels_spec", help="The clip's labels ('a,b' or a file): key frames get the image "
+                  "pipeline, the others propagated masks.")
+    @click.option("--key-masks", type=click.Path(exists=True, file_okay=False),
+                  help="Masks given for some frames (same names, .png, classes.txt): propagated, no CLIP.")
+    @config_options(VideoConfig, "key_interval", "checkpoint", "refine", "overlay", "overwrite", "max_pixels", "preset",
+                    into="given")
+    @config_options(FlowConfig, into="flow")
+    @config_options(PropagationConfig, "min_confidence", "flagged_min_confidence", into="propagation")
+    @labeler_options
+    @clip_options
+    def video(frames: str, out: str, labels_spec: str | None, key_masks: str | None, given: dict[str, Any],
+              flow: dict[str, Any], propagation: dict[str, Any], overrides: dict[str, Any], clip: ClipConfig) -> None:
+        """Masks for every frame of FRAMES (a folder of frames or a video file) from key frames: segmented with
+        --labels, or given with --key-masks; the frames between get their masks carried by optical flow. Exit code 0:
+        every frame done; 1: some frames failed (OUT/errors.jsonl); 2: a usage error."""
+        if (labels_spec is None) == (key_masks is None):
+            raise UserError("give exactly one of --labels (segment key frames) and --key-masks (given key frames)")
+        config = VideoConfig(propagation=PropagationConfig(flow=FlowConfig(**flow), **propagation), clip=clip,
+                             overrides=overrides, **given)
+        manifest = (video_labels(frames, labels_spec, out, config) if labels_spec
+                    else propagate_masks(frames, key_masks, out, config))
+        summary = manifest["summary"]
+        click.echo(f"{summary['done']} frame masks written ({summary['key_frames']} key frames), {summary['skipped']} "
+                   f"skipped, {summary['failed']} failed in {summary['seconds']} s -> {out}"
+                   + (f"; failures in {Path(out) / ERRORS}" if summary["failed"] else ""))
+        _exit_if_failed(summary)
+
+    return video
 
 
-@main.command()
-@_friendly_errors
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--images", type=click.Path(exists=True),
-              help="The images (folder or video file), if not where the manifest says; needed after import.")
-@click.option("--out", type=click.Path(file_okay=False), help="Folder for the page (default FOLDER/review).")
-@config_options(ReviewConfig, into="given")
-def review(folder: str, images: str | None, out: str | None, given: dict[str, Any]) -> None:
-    """A page to look at the masks of FOLDER (generate, predict, video or import output) from file://, no server:
-    overlays worst first (most ignored pixels), other orders, filter by label, per-class summary, full view with
-    image / mask / overlay. Written into FOLDER/review/index.html."""
+@main.lazy_command("query")
+def _query_command() -> click.Command:
+    from freelabel.pipelines.query import QUERIES, QueryConfig, query_image
+
+    @click.command("query", cls=ConfigCommand)
+    @_friendly_errors
+    @click.argument("image", type=click.Path(exists=True, dir_okay=False))
+    @click.argument("texts", nargs=-1, required=True)
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for masks, overlay, JSONL.")
+    @config_options(QueryConfig, "checkpoint", "max_pixels", "preset", into="given")
+    @labeler_options
+    @clip_options
+    def query(image: str, texts: tuple[str, ...], out: str, given: dict[str, Any], overrides: dict[str, Any],
+              clip: ClipConfig) -> None:
+        """Masks for free-text queries TEXTS on IMAGE, from one pass over the image: OUT/queryNN.png per text,
+        OUT/overlay.png to look at, OUT/queries.jsonl (area, mean score). Exit code 0: every text answered; 1: some
+        could not be (see queries.jsonl); 2: a usage error."""
+        results = query_image(image, texts, out, QueryConfig(clip=clip, overrides=overrides, **given))
+        for result in results:
+            click.echo(f"{result.text!r}: " + (f"error: {result.error}" if result.error else
+                                               f"area {result.area:.3f}, mean score {result.mean_score:.3f}"))
+        failed = sum(result.error is not None for result in results)
+        click.echo(f"{len(results) - failed} masks -> {out} (overlay.png, {QUERIES})"
+                   + (f"; {failed} queries failed" if failed else ""))
+        if failed:
+            raise SystemExit(1)
+
+    return query
+
+
+@main.lazy_command("review")
+def _review_command() -> click.Command:
     from freelabel.pipelines.review import review as run
+    from freelabel.review import ReviewConfig
 
-    done = run(folder, images, out, ReviewConfig(**given))
-    click.echo(f"review of {done['images']} images ({done['bytes'] / 2 ** 20:.1f} MiB) in {done['seconds']} s "
-               f"-> {done['index']}")
+    @click.command("review", cls=ConfigCommand)
+    @_friendly_errors
+    @click.argument("folder", type=click.Path(exists=True, file_okay=False))
+    @click.option("--images", type=click.Path(exists=True),
+                  help="The images (folder or video file), if not where the manifest says; needed after import.")
+    @click.option("--out", type=click.Path(file_okay=False), help="Folder for the page (default FOLDER/review).")
+    @config_options(ReviewConfig, into="given")
+    def review(folder: str, images: str | None, out: str | None, given: dict[str, Any]) -> None:
+        """A page to look at the masks of FOLDER (generate, predict, video or import output) from file://, no server:
+        overlays worst first (most ignored pixels), other orders, filter by label, per-class summary, full view with
+        image / mask / overlay. Written into FOLDER/review/index.html."""
+        done = run(folder, images, out, ReviewConfig(**given))
+        click.echo(f"review of {done['images']} images ({done['bytes'] / 2 ** 20:.1f} MiB) in {done['seconds']} s "
+                   f"-> {done['index']}")
+
+    return review
 
 
-@main.command()
-@_friendly_errors
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "format_", required=True, type=click.Choice(EXPORT_FORMATS),
-              help="coco: COCO JSON (RLE); labelstudio: tasks with brush predictions + labelling config; "
-                   "cvat: Segmentation Mask 1.1; hf: image folder with metadata.jsonl.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
-@click.option("--images", type=click.Path(exists=True), help="The images, if not where the manifest says.")
-@click.option("--worst", type=int, help="Only the N images with the most ignored pixels (the review page's first).")
-@click.option("--instances", is_flag=True, default=None,
-              help="coco: one annotation per connected component, not per class.")
-@click.option("--image-root", help="labelstudio: URL or path the image names are appended to "
-                                   "(default: absolute paths).")
-@click.option("--ignore-as", type=click.Choice(["ignore-label", "background"]),
-              help="cvat: 255 pixels as a declared 'ignore' label (default) or as background.")
-def export(folder: str, format_: str, out: str, images: str | None, worst: int | None, instances: bool | None,
-           image_root: str | None, ignore_as: str | None) -> None:
-    """FOLDER's masks in the formats of the tools people correct labels in and train with."""
+@main.lazy_command("export")
+def _export_command() -> click.Command:
+    from freelabel.exchange import EXPORT_FORMATS
     from freelabel.pipelines.export import export as run
 
-    done = run(folder, format_, out, images, **_given(worst=worst, instances=instances, image_root=image_root,
-                                                     ignore_as=ignore_as))
-    click.echo(f"{done['images']} masks exported as {done['format']} -> {done['out']}")
+    @click.command("export", cls=ConfigCommand)
+    @_friendly_errors
+    @click.argument("folder", type=click.Path(exists=True, file_okay=False))
+    @click.option("--format", "format_", required=True, type=click.Choice(EXPORT_FORMATS),
+                  help="coco: COCO JSON (RLE); labelstudio: tasks with brush predictions + labelling config; "
+                       "cvat: Segmentation Mask 1.1; hf: image folder with metadata.jsonl.")
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+    @click.option("--images", type=click.Path(exists=True), help="The images, if not where the manifest says.")
+    @click.option("--worst", type=int, help="Only the N images with the most ignored pixels (the review page's first).")
+    @click.option("--instances", is_flag=True, default=None,
+                  help="coco: one annotation per connected component, not per class.")
+    @click.option("--image-root", help="labelstudio: URL or path the image names are appended to "
+                                       "(default: absolute paths).")
+    @click.option("--ignore-as", type=click.Choice(["ignore-label", "background"]),
+                  help="cvat: 255 pixels as a declared 'ignore' label (default) or as background.")
+    def export(folder: str, format_: str, out: str, images: str | None, worst: int | None, instances: bool | None,
+               image_root: str | None, ignore_as: str | None) -> None:
+        """FOLDER's masks in the formats of the tools people correct labels in and train with."""
+        done = run(folder, format_, out, images, **_given(worst=worst, instances=instances, image_root=image_root,
+                                                         ignore_as=ignore_as))
+        click.echo(f"{done['images']} masks exported as {done['format']} -> {done['out']}")
+
+    return export
 
 
-@main.command("import")
-@_friendly_errors
-@click.argument("source", type=click.Path(exists=True))
-@click.option("--format", "format_", required=True, type=click.Choice(IMPORT_FORMATS),
-              help="coco: a COCO JSON file; labelstudio: Label Studio's JSON export; cvat: an unzipped "
-                   "Segmentation Mask 1.1 export.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the masks and classes.txt.")
-@click.option("--classes", type=click.Path(exists=True, dir_okay=False),
-              help="classes.txt the export came from: its order is kept where names match.")
-def import_(source: str, format_: str, out: str, classes: str | None) -> None:
-    """Corrected labels back into freelabel masks (palette PNGs named like the images; unpainted pixels 255), which
-    evaluate, tune --masks and train --val-masks read."""
+@main.lazy_command("import")
+def _import_command() -> click.Command:
+    from freelabel.exchange import IMPORT_FORMATS
     from freelabel.pipelines.import_masks import import_masks
 
-    done = import_masks(source, format_, out, classes)
-    click.echo(f"{done['images']} masks, {len(done['classes'])} classes -> {done['out']}")
+    @click.command("import", cls=ConfigCommand)
+    @_friendly_errors
+    @click.argument("source", type=click.Path(exists=True))
+    @click.option("--format", "format_", required=True, type=click.Choice(IMPORT_FORMATS),
+                  help="coco: a COCO JSON file; labelstudio: Label Studio's JSON export; cvat: an unzipped "
+                       "Segmentation Mask 1.1 export.")
+    @click.option("--out", required=True, type=click.Path(file_okay=False),
+                  help="Folder for the masks and classes.txt.")
+    @click.option("--classes", type=click.Path(exists=True, dir_okay=False),
+                  help="classes.txt the export came from: its order is kept where names match.")
+    def import_(source: str, format_: str, out: str, classes: str | None) -> None:
+        """Corrected labels back into freelabel masks (palette PNGs named like the images; unpainted pixels 255), which
+        evaluate, tune --masks and train --val-masks read."""
+        done = import_masks(source, format_, out, classes)
+        click.echo(f"{done['images']} masks, {len(done['classes'])} classes -> {done['out']}")
+
+    return import_
 
 
 @main.group()
@@ -551,6 +633,8 @@ def toy() -> None:
 
 def _world_options(command: Callable) -> Callable:
     """The options of a toy data stream; the world settings arrive as a ``world`` dict of ToyWorldConfig fields."""
+    from freelabel.toy.world import ToyWorldConfig
+
     command = config_options(ToyWorldConfig, "image_size", "min_objects", "max_objects", into="world")(command)
     command = click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")(command)
     command = click.option("--n", type=click.IntRange(min=1), required=True, help="How many to write.")(command)
@@ -558,38 +642,53 @@ def _world_options(command: Callable) -> Callable:
         command)
 
 
-@toy.command()
-@_friendly_errors
-@_world_options
-def scenes(seed: int, n: int, out: str, world: dict[str, Any]) -> None:
-    """Write toy scenes (images/, masks/, classes.txt, labels.json, captions.json)."""
+@toy.lazy_command("scenes")
+def _scenes_command() -> click.Command:
     from freelabel.pipelines.toy import write_toy_scenes
+    from freelabel.toy.world import ToyWorldConfig
 
-    click.echo(f"wrote {n} scenes to {write_toy_scenes(out, seed, n, ToyWorldConfig(**world))}")
+    @click.command("scenes", cls=ConfigCommand)
+    @_friendly_errors
+    @_world_options
+    def scenes(seed: int, n: int, out: str, world: dict[str, Any]) -> None:
+        """Write toy scenes (images/, masks/, classes.txt, labels.json, captions.json)."""
+        click.echo(f"wrote {n} scenes to {write_toy_scenes(out, seed, n, ToyWorldConfig(**world))}")
+
+    return scenes
 
 
-@toy.command()
-@_friendly_errors
-@_world_options
-@config_options(ToyWorldConfig, "clip_frames", into="world")
-def clips(seed: int, n: int, out: str, world: dict[str, Any]) -> None:
-    """Write toy clips (images/clipNNNN/, masks/clipNNNN/, classes.txt, labels.json)."""
+@toy.lazy_command("clips")
+def _clips_command() -> click.Command:
     from freelabel.pipelines.toy import write_toy_clips
+    from freelabel.toy.world import ToyWorldConfig
 
-    click.echo(f"wrote {n} clips to {write_toy_clips(out, seed, n, ToyWorldConfig(**world))}")
+    @click.command("clips", cls=ConfigCommand)
+    @_friendly_errors
+    @_world_options
+    @config_options(ToyWorldConfig, "clip_frames", into="world")
+    def clips(seed: int, n: int, out: str, world: dict[str, Any]) -> None:
+        """Write toy clips (images/clipNNNN/, masks/clipNNNN/, classes.txt, labels.json)."""
+        click.echo(f"wrote {n} clips to {write_toy_clips(out, seed, n, ToyWorldConfig(**world))}")
+
+    return clips
 
 
-@toy.command("train-clip")
-@_friendly_errors
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for weights and records.")
-@config_options(ToyClipTrainConfig, "budget_minutes", "seed", "pool_size", "supervised_minutes", into="given")
-def train_clip(out: str, given: dict[str, Any]) -> None:
-    """Train the toy CLIP on toy scenes: a supervised start for the image tower, then contrastively (the committed
-    weights used the defaults)."""
+@toy.lazy_command("train-clip")
+def _train_clip_command() -> click.Command:
     from freelabel.pipelines.toy import train_clip as run
+    from freelabel.toy.train import ToyClipTrainConfig
 
-    record = run(out, ToyClipTrainConfig(**given))
-    click.echo(json.dumps(record["curve"][-1]))
+    @click.command("train-clip", cls=ConfigCommand)
+    @_friendly_errors
+    @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for weights and records.")
+    @config_options(ToyClipTrainConfig, "budget_minutes", "seed", "pool_size", "supervised_minutes", into="given")
+    def train_clip(out: str, given: dict[str, Any]) -> None:
+        """Train the toy CLIP on toy scenes: a supervised start for the image tower, then contrastively (the committed
+        weights used the defaults)."""
+        record = run(out, ToyClipTrainConfig(**given))
+        click.echo(json.dumps(record["curve"][-1]))
+
+    return train_clip
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ import torch
 
 import freelabel.pseudo.labeler
 import freelabel.run.job
-from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.clip.config import ClipConfig
+from freelabel.clip.loading import load_clip
 from freelabel.io import read_classes, read_image, read_mask
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.labeler import Labeler

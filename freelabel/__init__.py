@@ -1,28 +1,66 @@
-"""freelabel: segmentation labels from image-level labels with CLIP, without anyone drawing a mask."""
+"""freelabel: segmentation labels from image-level labels with CLIP, without anyone drawing a mask.
 
-from freelabel.cards import ModelCard, Preset, list_models, model_card, model_preset, read_preset, write_preset
-from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
-from freelabel.errors import FreelabelError
-from freelabel.exchange import LabelFolder, read_label_folder
-from freelabel.pseudo.config import LabelerConfig, SelectionConfig
-from freelabel.pseudo.crf import CrfConfig
-from freelabel.pseudo.labeler import Labeler
-from freelabel.pseudo.pamr import PamrConfig
-from freelabel.pseudo.select import LabelSelector
-from freelabel.review import ReviewConfig, write_review
-from freelabel.run.engines import EngineConfig, create_engine
-from freelabel.run.query import QueryResult, query
-from freelabel.segmentation import ImageSegmenter, Segmentation
-from freelabel.segmenter.config import SegmenterConfig
-from freelabel.segmenter.factory import architecture_config, create_segmenter, list_architectures
-from freelabel.segmenter.modeling import SelectedLabelSegmenter
-from freelabel.segmenter.predictor import Segmenter
-from freelabel.segmenter.trainer import TrainConfig, train, train_config
+The public API below is imported on first use (PEP 562), so that a command that needs no CLIP (``freelabel video
+--key-masks``, ``evaluate``, ``export``) does not pay for importing open_clip and torchvision at start-up."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from freelabel.version import __version__
 
-__all__ = ["ClipConfig", "CrfConfig", "EngineConfig", "FreelabelError", "ImageSegmenter", "LabelFolder",
-           "LabelSelector", "Labeler", "LabelerConfig", "LoadedClip", "ModelCard", "PamrConfig", "Preset",
-           "QueryResult", "ReviewConfig", "SegmenterConfig", "Segmentation", "Segmenter", "SelectedLabelSegmenter",
-           "SelectionConfig", "TrainConfig", "__version__", "architecture_config", "create_engine",
-           "create_segmenter", "list_architectures", "list_models", "load_clip", "model_card", "model_preset",
-           "query", "read_label_folder", "read_preset", "train", "train_config", "write_preset", "write_review"]
+# public name -> the module that defines it
+_EXPORTS = {
+    "ModelCard": "freelabel.cards",
+    "Preset": "freelabel.cards",
+    "list_models": "freelabel.cards",
+    "model_card": "freelabel.cards",
+    "model_preset": "freelabel.cards",
+    "read_preset": "freelabel.cards",
+    "write_preset": "freelabel.cards",
+    "ClipConfig": "freelabel.clip.config",
+    "LoadedClip": "freelabel.clip.loading",
+    "load_clip": "freelabel.clip.loading",
+    "FreelabelError": "freelabel.errors",
+    "LabelFolder": "freelabel.exchange",
+    "read_label_folder": "freelabel.exchange",
+    "LabelerConfig": "freelabel.pseudo.config",
+    "SelectionConfig": "freelabel.pseudo.config",
+    "CrfConfig": "freelabel.pseudo.crf",
+    "Labeler": "freelabel.pseudo.labeler",
+    "PamrConfig": "freelabel.pseudo.pamr",
+    "LabelSelector": "freelabel.pseudo.select",
+    "ReviewConfig": "freelabel.review",
+    "write_review": "freelabel.review",
+    "EngineConfig": "freelabel.run.engines",
+    "create_engine": "freelabel.run.engines",
+    "QueryResult": "freelabel.run.query",
+    "query": "freelabel.run.query",
+    "ImageSegmenter": "freelabel.segmentation",
+    "Segmentation": "freelabel.segmentation",
+    "SegmenterConfig": "freelabel.segmenter.config",
+    "architecture_config": "freelabel.segmenter.factory",
+    "create_segmenter": "freelabel.segmenter.factory",
+    "list_architectures": "freelabel.segmenter.factory",
+    "SelectedLabelSegmenter": "freelabel.segmenter.modeling",
+    "Segmenter": "freelabel.segmenter.predictor",
+    "TrainConfig": "freelabel.segmenter.trainer",
+    "train": "freelabel.segmenter.trainer",
+    "train_config": "freelabel.segmenter.trainer",
+}
+
+__all__ = sorted(["__version__", *_EXPORTS])
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module of public name ``name`` on first use and return the name's value."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'freelabel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

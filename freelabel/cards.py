@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from open_clip.pretrained import list_pretrained_tags_by_model
-
 from freelabel.errors import ConfigError
 from freelabel.io.files import read_json, write_json
 from freelabel.pseudo.config import LabelerConfig, SelectionConfig
@@ -92,6 +90,8 @@ class ModelCard:
 
     def tags(self) -> list[str]:
         """The pretrained tags ``--pretrained`` takes for this model: the bundled one first, then open_clip's."""
+        from open_clip.pretrained import list_pretrained_tags_by_model  # here: reading a card costs no open_clip
+
         return [*([self.bundled[0]] if self.bundled else []), *list_pretrained_tags_by_model(self.name)]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from freelabel.cards import resolve_preset
-from freelabel.clip.loading import ClipConfig
+from freelabel.clip.config import ClipConfig
 from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS

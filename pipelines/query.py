@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from freelabel.cards import resolve_preset
-from freelabel.clip.loading import ClipConfig
+from freelabel.clip.config import ClipConfig
 from freelabel.config import option
 from freelabel.errors import FreelabelError, RunStoppedError
 from freelabel.io import ImageReadError, provenance, read_image, write_image, write_json

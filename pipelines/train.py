@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from freelabel.clip.loading import ClipConfig
+from freelabel.clip.config import ClipConfig
 from freelabel.io.files import read_json
 from freelabel.segmenter.trainer import TrainConfig, train, train_config
 

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.clip.config import ClipConfig
+from freelabel.clip.loading import load_clip
 from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.files import provenance, read_json, write_json

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from freelabel.cards import resolve_preset
-from freelabel.clip.loading import ClipConfig
+from freelabel.clip.config import ClipConfig
 from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.files import provenance

@@ -1,6 +1,9 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -8,6 +11,16 @@ from click.testing import CliRunner
 from freelabel.pipelines.cli import main
 from freelabel.io import read_classes, read_image, read_mask, write_image
 from freelabel.toy.world import CLASS_NAMES, scenes
+
+
+@pytest.mark.parametrize("command, unused", [(["video", "--help"], "open_clip"), (["evaluate", "--help"], "torch")])
+def test_a_command_imports_only_what_it_needs(command, unused):
+    """``video --key-masks`` uses no CLIP and ``evaluate`` no torch: building them must not import those (seconds
+    of start-up per call)."""
+    code = ("import sys; from freelabel.pipelines.cli import main; main(sys.argv[1:], standalone_mode=False); "
+            f"sys.exit({unused!r} in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(command)} imported {unused}: {done.stderr}"
 
 
 def test_toy_scenes_writes_the_dataset_layout(tmp_path):
@@ -147,7 +160,7 @@ def test_every_labeler_and_crf_setting_has_a_flag():
     from freelabel.pseudo.crf import CrfConfig
 
     for command in ("generate", "tune"):
-        flags = {opt for param in main.commands[command].params for opt in param.opts}
+        flags = {opt for param in main.get_command(click.Context(main), command).params for opt in param.opts}
         wanted = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(LabelerConfig) if f.name != "crf"}
         wanted |= {f"--crf-{f.name.replace('_', '-')}" for f in dataclasses.fields(CrfConfig)} | {"--crf", "--preset"}
         assert wanted <= flags, (command, wanted - flags)

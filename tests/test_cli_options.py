@@ -3,6 +3,7 @@ command keeps its name, `--help` lists the options, and `--config FILE` (JSON or
 given overriding it."""
 
 import dataclasses
+import importlib
 import json
 import subprocess
 import sys
@@ -17,10 +18,16 @@ from freelabel.pipelines import cli
 from freelabel.pipelines.cli import main
 from freelabel.toy.world import scenes
 
-# the configs the command builds its options from
-CONFIGS = ["ClipConfig", "LabelerConfig", "SelectionConfig", "CrfConfig", "PamrConfig", "TrainConfig", "FlowConfig",
-           "PropagationConfig", "ToyClipTrainConfig", "ToyWorldConfig", "GenerateConfig", "ClassifyConfig",
-           "PredictConfig", "EngineConfig", "VideoConfig", "QueryConfig", "TuneConfig", "ReviewConfig"]
+# the configs the commands build their options from, by module
+CONFIGS = {"ClipConfig": "freelabel.clip.config", "LabelerConfig": "freelabel.pseudo.config",
+           "SelectionConfig": "freelabel.pseudo.config", "CrfConfig": "freelabel.pseudo.crf",
+           "PamrConfig": "freelabel.pseudo.pamr", "TrainConfig": "freelabel.segmenter.trainer",
+           "FlowConfig": "freelabel.video.flow", "PropagationConfig": "freelabel.video.propagate",
+           "ToyClipTrainConfig": "freelabel.toy.train", "ToyWorldConfig": "freelabel.toy.world",
+           "GenerateConfig": "freelabel.pipelines.generate", "ClassifyConfig": "freelabel.run.selection",
+           "PredictConfig": "freelabel.pipelines.predict", "EngineConfig": "freelabel.run.engines",
+           "VideoConfig": "freelabel.pipelines.video", "QueryConfig": "freelabel.pipelines.query",
+           "TuneConfig": "freelabel.pipelines.tune", "ReviewConfig": "freelabel.review"}
 
 CLIP = "--model --pretrained --device --cache-dir --offline --online --text-cache"
 LABELER = ("--preset --method --surgery-blocks --gaussian-std --feature-surgery --no-feature-surgery --input-size "
@@ -58,7 +65,9 @@ FLAGS = {
 
 
 def _commands(group: click.Group = main, path: tuple[str, ...] = ()):
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
         if isinstance(command, click.Group):
             yield from _commands(command, path + (name,))
         else:
@@ -72,7 +81,7 @@ def _flags(command: click.Command) -> set[str]:
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_config_field_carries_its_help_text(name):
-    fields = dataclasses.fields(getattr(cli, name))
+    fields = dataclasses.fields(getattr(importlib.import_module(CONFIGS[name]), name))
     assert fields and all(field.metadata.get("help", "").strip() for field in fields), name
 
 

@@ -143,7 +143,7 @@ def test_a_writer_killed_mid_run_leaves_no_temp_file(tmp_path):
 
 @pytest.mark.parametrize("crf_backend", ["torch", "pydensecrf"])
 def test_generate_in_batches_writes_what_it_writes_image_by_image(tmp_path, crf_backend):
-    from freelabel.clip.loading import ClipConfig
+    from freelabel.clip.config import ClipConfig
     from freelabel.pipelines.generate import GenerateConfig, generate
     from freelabel.pipelines.toy import write_toy_scenes
 

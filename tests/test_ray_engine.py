@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'free
 from freelabel.pipelines.classify import classify_folder  # noqa: E402
 from freelabel.pipelines.generate import GenerateConfig, generate  # noqa: E402
 from freelabel.pipelines.toy import write_toy_scenes  # noqa: E402
-from freelabel.clip.loading import ClipConfig  # noqa: E402
+from freelabel.clip.config import ClipConfig  # noqa: E402
 from freelabel.io.files import read_jsonl  # noqa: E402
 from freelabel.run.engines import EngineConfig  # noqa: E402
 from freelabel.run.selection import ClassifyConfig  # noqa: E402

@@ -4,7 +4,8 @@ norm, the ignore logic of the pixel targets and the multi-label loss."""
 import pytest
 import torch
 
-from freelabel.clip.loading import ClipConfig, load_clip
+from freelabel.clip.config import ClipConfig
+from freelabel.clip.loading import load_clip
 from freelabel.errors import ConfigError
 from freelabel.segmenter.config import SegmenterConfig
 from freelabel.segmenter.factory import architecture_config, create_segmenter, list_architectures

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import click
 import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
 from conftest import write_toy_pseudo_folder
 from freelabel.pipelines.cli import main
-from freelabel.clip.loading import ClipConfig
+from freelabel.clip.config import ClipConfig
 from freelabel.errors import FreelabelError
 from freelabel.io import read_classes, read_mask, write_image
 from freelabel.io.files import read_jsonl
@@ -243,7 +244,7 @@ def test_a_models_training_preset_is_its_default_and_flags_override_it():
 
 
 def test_every_training_setting_has_a_flag():
-    flags = {option.name for option in main.commands["train"].params}
+    flags = {option.name for option in main.get_command(click.Context(main), "train").params}
     named = {"clip": "model", "images_dir": "images"}
     missing = [f.name for f in dataclasses.fields(TrainConfig) if named.get(f.name, f.name) not in flags]
     assert not missing, missing

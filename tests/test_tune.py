@@ -7,7 +7,7 @@ from freelabel.cards import read_preset
 from freelabel.errors import FreelabelError
 from freelabel.pipelines.toy import write_toy_scenes
 from freelabel.pipelines.tune import TuneConfig, split, tune
-from freelabel.clip.loading import ClipConfig
+from freelabel.clip.config import ClipConfig
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.tune import (SELECTION_MIN_SCORE, SELECTION_TOP_K, fit_selection, search_stage,
                                   selection_quality, stage_grids)

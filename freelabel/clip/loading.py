@@ -39,10 +39,10 @@ from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preproc
 from PIL import Image
 
 from freelabel.cards import model_card
+from freelabel.clip.config import ClipConfig, check_device
 from freelabel.clip.checkpoint import check_fits, read_state_dict
 from freelabel.clip.text import TextEmbeddingCache, encode_prompts, text_cache_dir, text_tower_digest
-from freelabel.config import option
-from freelabel.errors import ConfigError, FreelabelError
+from freelabel.errors import FreelabelError
 from freelabel.io.images import check_rgb
 
 MODEL_CONFIG_DIR = Path(__file__).parents[1] / "model_configs"
@@ -81,37 +81,6 @@ class UnknownModelError(FreelabelError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
-
-
-@dataclass
-class ClipConfig:
-    """Which CLIP to load and where. Saved beside every output that a model produced."""
-
-    model: str = option("ViT-B-16", help="open_clip model name, hf-hub:ORG/REPO, local-dir:PATH, or freelabel-toy.")
-    pretrained: str | None = option(None, help="Pretrained tag, checkpoint file or folder; None = the model's "
-                                    "default; 'random' = no weights.")
-    device: str = option("cpu", help="Torch device for the model, e.g. cpu or cuda.")
-    cache_dir: str | None = option(None, path="folder", help="Weight cache; None = $FREELABEL_CACHE_DIR, else the "
-                                   "hub's and open_clip's own.")
-    offline: bool | None = option(None, flag="--offline/--online", help="Never download; None = $FREELABEL_OFFLINE "
-                                  "or $HF_HUB_OFFLINE.")
-    text_cache: str | None = option(None, help="Label-embedding cache folder, or 'off'; None = "
-                                    "$FREELABEL_TEXT_CACHE, else ~/.cache/freelabel/text-embeddings.")
-
-    def __post_init__(self) -> None:
-        check_device(self.device)
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """The torch device named by ``device``; ``ConfigError`` for a malformed name or a CUDA device this machine
-    does not have."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r}; use e.g. cpu, cuda or cuda:1") from None
-    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
-        raise ConfigError(f"device {device!r} is not available here (CUDA devices: {torch.cuda.device_count()})")
-    return parsed
 
 
 @dataclass

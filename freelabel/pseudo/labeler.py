@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from freelabel.cards import Preset, model_preset
 from freelabel.clip.dense import DenseClipEncoder, check_supported
-from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
+from freelabel.clip.config import ClipConfig
+from freelabel.clip.loading import LoadedClip, load_clip
 from freelabel.errors import FreelabelError
 from freelabel.io.images import check_rgb
 from freelabel.pseudo.config import LabelerConfig

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from freelabel.clip.dense import check_supported
-from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
+from freelabel.clip.config import ClipConfig
+from freelabel.clip.loading import LoadedClip, load_clip
 from freelabel.errors import ConfigError
 from freelabel.io.images import read_image
 from freelabel.io.labels import class_lookup

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from freelabel.cards import Preset, resolve_preset
-from freelabel.clip.loading import ClipConfig
+from freelabel.clip.config import ClipConfig
 from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io import ImageReadError, provenance, read_vocabulary, write_json

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
+from freelabel.clip.config import ClipConfig
+from freelabel.clip.loading import LoadedClip, load_clip
 from freelabel.errors import FreelabelError
 from freelabel.io.images import check_rgb
 from freelabel.segmentation import Segmentation, check_batch, check_labels

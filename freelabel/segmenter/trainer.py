@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from freelabel.cards import model_card
-from freelabel.clip.loading import ClipConfig, LoadedClip, load_clip
+from freelabel.clip.config import ClipConfig
+from freelabel.clip.loading import LoadedClip, load_clip
 from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError, RunStoppedError
 from freelabel.io.files import provenance, read_json, read_jsonl, remove_stray_temp_files, write_jsonl

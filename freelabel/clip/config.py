@@ -1,0 +1,44 @@
+"""Which CLIP to load and on what device: the settings every model-using command shares.
+
+Apart from ``freelabel.clip.loading`` (which imports open_clip) so that a config, and a command's options built
+from it, cost no open_clip import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from freelabel.config import option
+from freelabel.errors import ConfigError
+
+
+@dataclass
+class ClipConfig:
+    """Which CLIP to load and where. Saved beside every output that a model produced."""
+
+    model: str = option("ViT-B-16", help="open_clip model name, hf-hub:ORG/REPO, local-dir:PATH, or freelabel-toy.")
+    pretrained: str | None = option(None, help="Pretrained tag, checkpoint file or folder; None = the model's "
+                                    "default; 'random' = no weights.")
+    device: str = option("cpu", help="Torch device for the model, e.g. cpu or cuda.")
+    cache_dir: str | None = option(None, path="folder", help="Weight cache; None = $FREELABEL_CACHE_DIR, else the "
+                                   "hub's and open_clip's own.")
+    offline: bool | None = option(None, flag="--offline/--online", help="Never download; None = $FREELABEL_OFFLINE "
+                                  "or $HF_HUB_OFFLINE.")
+    text_cache: str | None = option(None, help="Label-embedding cache folder, or 'off'; None = "
+                                    "$FREELABEL_TEXT_CACHE, else ~/.cache/freelabel/text-embeddings.")
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device named by ``device``; ``ConfigError`` for a malformed name or a CUDA device this machine
+    does not have."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use e.g. cpu, cuda or cuda:1") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {device!r} is not available here (CUDA devices: {torch.cuda.device_count()})")
+    return parsed
