@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -132,6 +134,16 @@ def clip_folder(tmp_path):
 
 def _video(*args):
     return CliRunner().invoke(main, ["video", *map(str, args)])
+
+
+def test_key_masks_run_without_importing_open_clip(clip_folder):
+    """Propagating given masks needs no CLIP: importing open_clip would add seconds to every call."""
+    code = ("import sys; from freelabel.pipelines.cli import main; main(sys.argv[1:], standalone_mode=False); "
+            "sys.exit('open_clip' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, "video", str(clip_folder / "frames"), "--key-masks",
+                           str(clip_folder / "keys"), "--out", str(clip_folder / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr or "open_clip was imported"
+    assert len(list((clip_folder / "out").glob("*.png"))) == 12
 
 
 def test_frame_names_round_trip():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -62,10 +63,11 @@ def read_json(path: str | os.PathLike) -> Mapping:
 
 def provenance() -> dict[str, object]:
     """Versions of what produced an output, stored beside it."""
-    import open_clip
     import torch
 
-    return {"versions": {"freelabel": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
+    # open_clip's from its installed metadata: importing it costs seconds a command without CLIP never needs
+    return {"versions": {"freelabel": __version__, "torch": torch.__version__,
+                         "open_clip": importlib.metadata.version("open_clip_torch"),
                          "numpy": np.__version__, "python": platform.python_version()}}
 
 
