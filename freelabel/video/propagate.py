@@ -78,11 +78,11 @@ def _pixel_grid(height: int, width: int) -> np.ndarray:
     return grid
 
 
-def consistent(backward: np.ndarray, forward: np.ndarray, alpha: float, beta: float) -> np.ndarray:
-    """Forward-backward check for a target frame: backward (H, W, 2) flow from target to source, forward (H, W, 2)
-    from source to target. Returns (H, W) bool: True where following ``backward`` and then ``forward`` (sampled
-    there) comes back within the tolerance."""
-    forward_there = warp(torch.from_numpy(forward.transpose(2, 0, 1).copy()), backward)[0].numpy()
+def consistent(backward: np.ndarray, forward_there: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """Forward-backward check for a target frame: backward (H, W, 2) flow from target to source; forward_there
+    (2, H, W): the flow from source to target sampled where ``backward`` points (``warp`` of the forward flow by
+    ``backward``). Returns (H, W) bool: True where following ``backward`` and then the forward flow comes back within
+    the tolerance."""
     backward = backward.transpose(2, 0, 1)
     loop = backward + forward_there
 
@@ -123,10 +123,12 @@ class Propagator:
         current, out = start, []
         for source, target in zip(order, order[1:]):
             backward, forward = self._flow(frames, target, source), self._flow(frames, source, target)
-            # the validity map travels as one more channel of the same warp
-            warped, inside = warp(torch.cat([current, valid[None].float()]), backward)
-            current, carried = warped[:-1], warped[-1] > 0.5
-            check = torch.from_numpy(consistent(backward, forward, config.consistency_alpha, config.consistency_beta))
+            # the validity map, and the forward flow the check samples, travel as more channels of the same warp
+            forward_channels = torch.from_numpy(forward.transpose(2, 0, 1))
+            warped, inside = warp(torch.cat([current, valid[None].float(), forward_channels]), backward)
+            current, carried, forward_there = warped[:-3], warped[-3] > 0.5, warped[-2:].numpy()
+            check = torch.from_numpy(consistent(backward, forward_there, config.consistency_alpha,
+                                                config.consistency_beta))
             valid = carried & inside & check
             out.append((current, valid))
         return out
