@@ -54,12 +54,14 @@ class VideoConfig:
     checkpoint: str | None = option(None, path="existing-folder", help="--labels: a `freelabel train` run segments "
                                     "the key frames instead.")
     # labels mode uses the labeler's CRF (the preset's), key-masks and checkpoint modes the library default with
-    # the crf_* overrides; sets propagation.crf. Off by default: on real 480p clips on a CPU it costs far more than
-    # the flow and gains little (docs/results.md, "Video")
-    refine: bool = option(False, flag="--refine/--no-refine", help="A dense CRF on each propagated frame (its "
-                          "blended probabilities, its own pixels) snaps the carried masks to that frame's edges; "
-                          "the frames between two key frames are refined together on --device (one batch with "
-                          "--crf-backend torch).")
+    # the crf_* overrides; sets propagation.crf. By default on where the Labeler makes the key frames (on toy clips
+    # it is worth 2 to 3 points there, and the CLIP's key frames cost far more than the CRF), off for given masks:
+    # on real 480p clips on a CPU it costs far more than the flow and gains little (docs/results.md, "Video")
+    refine: bool | None = option(None, flag="--refine/--no-refine", help="A dense CRF on each propagated frame "
+                                 "(its blended probabilities, its own pixels) snaps the carried masks to that "
+                                 "frame's edges; the frames between two key frames are refined together on --device "
+                                 "(one batch with --crf-backend torch). None = on with --labels (the Labeler's "
+                                 "preset CRF), off with --key-masks or --checkpoint.")
     overlay: bool = option(False, help="Also write overlay.mp4: the frames with their masks blended in, to watch.")
     overwrite: bool = option(False, help="Redo every frame, and rebind the folder to new inputs or settings; needed "
                              "to reuse a folder.")
@@ -131,9 +133,10 @@ def _default_crf(config: VideoConfig) -> CrfConfig | None:
     return LabelerConfig().with_overrides(**config.overrides).crf
 
 
-def _refining(config: VideoConfig, crf: CrfConfig | None) -> VideoConfig:
-    """``config`` with the propagation's CRF set: ``crf`` if ``config.refine``, else None."""
-    return replace(config, propagation=replace(config.propagation, crf=crf if config.refine else None))
+def _refining(config: VideoConfig, crf: CrfConfig | None, default: bool) -> VideoConfig:
+    """``config`` with the propagation's CRF set: ``crf`` if ``config.refine`` (None: ``default``), else None."""
+    refine = default if config.refine is None else config.refine
+    return replace(config, propagation=replace(config.propagation, crf=crf if refine else None))
 
 
 def _write_frame(out: Path, frame: Frame, mask: np.ndarray, key: bool) -> dict[str, Any]:
@@ -211,7 +214,7 @@ def propagate_masks(frames_path: str | Path, key_masks: str | Path, out: str | P
     of them in ``key_masks`` (same name with ``.png``, palette PNGs indexing ``key_masks/classes.txt``), without
     any CLIP. Output masks use that class index. Returns the manifest."""
     config = config or VideoConfig()
-    config = _refining(config, _default_crf(config))
+    config = _refining(config, _default_crf(config), default=False)
     frames_path, key_masks, out = Path(frames_path), Path(key_masks), Path(out)
     if not (key_masks / "classes.txt").is_file():
         raise FreelabelError(f"{key_masks} needs a classes.txt (index name lines) for its masks")
@@ -269,7 +272,7 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
         settings = {"model": config.clip.model, "pretrained": config.clip.pretrained,
                     "labeler": labeler_config.to_dict()}
         crf = labeler_config.crf
-    config = _refining(config, crf)
+    config = _refining(config, crf, default=not config.checkpoint)
     settings.update(mode="labels", key_interval=config.key_interval, propagation=asdict(config.propagation),
                     max_pixels=config.max_pixels)
     folder = JobFolder(out, {"classes": classes, "settings": settings}, config.overwrite,  # before the model loads

@@ -226,6 +226,17 @@ def test_labels_mode_segments_key_frames_and_propagates_the_rest(clip_folder):
     assert keys == ["00000.png", "00004.png", "00008.png", "00011.png"]  # every 4th and the last
     assert read_classes(clip_folder / "out" / "classes.txt") == ["background", "red square", "blue circle"]
     assert len(list((clip_folder / "out").glob("*.png"))) == 12
+    assert manifest["config"]["propagation"]["crf"] is None  # --no-crf: the labeler has no CRF to refine with
+
+
+def test_labels_mode_refines_with_the_labelers_crf_by_default(clip_folder):
+    crf = {}
+    for out, flags in {"default": [], "plain": ["--no-refine"]}.items():
+        result = _video(clip_folder / "frames", "--labels", "red square", "--out", clip_folder / out, "--model",
+                        "test-tiny-vit", "--pretrained", "random", "--crf-iterations", "1", *flags)
+        assert result.exit_code == 0, result.output
+        crf[out] = json.loads((clip_folder / out / "manifest.json").read_text())["config"]["propagation"]["crf"]
+    assert crf["default"]["iterations"] == 1 and crf["plain"] is None
 
 
 def test_labels_mode_resumes_and_refuses_another_jobs_folder_in_one_line(clip_folder):
