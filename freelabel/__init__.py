@@ -17,6 +17,7 @@ from freelabel.segmenter.config import SegmenterConfig
 from freelabel.segmenter.factory import architecture_config, create_segmenter, list_architectures
 from freelabel.segmenter.modeling import SelectedLabelSegmenter
 from freelabel.segmenter.predictor import Segmenter
+from freelabel.segmenter.rounds import train_rounds
 from freelabel.segmenter.trainer import TrainConfig, train, train_config
 from freelabel.version import __version__
 
@@ -25,4 +26,5 @@ __all__ = ["ClipConfig", "CrfConfig", "EngineConfig", "FreelabelError", "ImageSe
            "QueryResult", "ReviewConfig", "SegmenterConfig", "Segmentation", "Segmenter", "SelectedLabelSegmenter",
            "SelectionConfig", "TrainConfig", "__version__", "architecture_config", "create_engine",
            "create_segmenter", "list_architectures", "list_models", "load_clip", "model_card", "model_preset",
-           "query", "read_label_folder", "read_preset", "train", "train_config", "write_preset", "write_review"]
+           "query", "read_label_folder", "read_preset", "train", "train_config", "train_rounds", "write_preset",
+           "write_review"]
