@@ -6,7 +6,8 @@ the training images. Where the rounds start (the previous round's weights or scr
 trains are chosen on validation stream 2001 (`predict --labels`, 300 scenes); the figures are `predict --labels
 --round R` on the held-out streams 3000-3002 (300 scenes each; never used to choose), scored by `freelabel
 evaluate` (mIoU, ignored = wrong), mean [min-max] over the streams, with the minutes of each round (training, then
-the masks it trains on).
+the masks it trains on). The figures' run is trained with the toy preset's `round_start` (no flag): when it is not
+the start chosen on stream 2001, the script says what to write into the preset and stops before them.
 
 Every step resumes (the run folders, the mask folders), so an interrupted benchmark finishes when run again with the
 same --work. `--pseudo` and `--run` reuse a `generate` folder and a finished one-round `train` run on it (the run is
@@ -23,6 +24,9 @@ import shutil
 import statistics
 import tempfile
 from pathlib import Path
+
+from freelabel.clip.loading import ClipConfig
+from freelabel.segmenter.trainer import train_config
 
 from common import freelabel, toy_scenes
 
@@ -95,6 +99,10 @@ def main() -> None:
           + ", ".join(f"round {r} {score:.4f}" for r, score in by_round.items()), flush=True)
 
     # the figures, on the held-out streams; the run trained with the toy preset's choice (no --round-start)
+    if train_config(ClipConfig(model="freelabel-toy")).round_start != best:
+        raise SystemExit(f"toy_self_training: round 2 from {best} scored best on stream {VALIDATION_STREAM}; write "
+                         f"\"round_start\": \"{best}\" into the training preset of "
+                         "freelabel/model_cards/freelabel-toy.json, then run again")
     freelabel("train", str(pseudo), "--out", str(runs[best]), "--rounds", str(args.rounds))
     scores: dict[int, list[float]] = {r: [] for r in range(1, args.rounds + 1)}
     for seed in (int(s) for s in args.streams.split(",")):
