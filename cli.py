@@ -441,10 +441,12 @@ def _train_command() -> click.Command:
     @clip_options
     def train_command(pseudo_masks: str, out: str, overrides: dict[str, Any], clip_given: dict[str, Any]) -> None:
         """Train a selected-label segmenter on a `freelabel generate` output folder (PSEUDO_MASKS), on the CLIP that
-        made it unless --model says otherwise. A killed run resumes from its last state when run again; under
-        `torchrun --nproc-per-node N --no-python freelabel train ...` it trains on N processes."""
+        made it unless --model says otherwise. With --rounds N, each round after the first trains on the previous
+        round's masks of the training images (OUT/round-<r>). A killed run resumes from its last state when run
+        again; under `torchrun --nproc-per-node N --no-python freelabel train ...` it trains on N processes."""
         config, metrics = train_run(pseudo_masks, out, clip_given, **overrides)
-        click.echo(f"trained {metrics.get('epoch', 0)} epochs on {config.clip.model}: "
+        round_number = f"round {metrics['round']}: " if "round" in metrics else ""
+        click.echo(f"{round_number}trained {metrics.get('epoch', 0)} epochs on {config.clip.model}: "
                    + ", ".join(f"{k} {v}" for k, v in metrics.items() if k.startswith("val") or k == "loss")
                    + f" -> {out}")
 

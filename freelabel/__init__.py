@@ -45,6 +45,7 @@ _EXPORTS = {
     "list_architectures": "freelabel.segmenter.factory",
     "SelectedLabelSegmenter": "freelabel.segmenter.modeling",
     "Segmenter": "freelabel.segmenter.predictor",
+    "train_rounds": "freelabel.segmenter.rounds",
     "TrainConfig": "freelabel.segmenter.trainer",
     "train": "freelabel.segmenter.trainer",
     "train_config": "freelabel.segmenter.trainer",

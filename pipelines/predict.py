@@ -15,7 +15,7 @@ from freelabel.io.masks import IGNORE_INDEX
 from freelabel.run.engines import EngineConfig, create_engine, engine_option
 from freelabel.run.folder import image_names
 from freelabel.run.masks import FolderOptions, Inputs, MaskFolder, read_inputs
-from freelabel.segmenter.checkpoint import MODEL, file_digest, read_run
+from freelabel.segmenter.checkpoint import MODEL, file_digest, final_round, read_run
 from freelabel.segmenter.predictor import Segmenter, run_device
 
 
@@ -34,9 +34,13 @@ class PredictConfig:
                              "a folder.")
     max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread (decompression bombs); None "
                                     "= no limit.")
+    round: int | None = option(None, help="The self-training round whose segmenter predicts (1 = the first); None "
+                               "= the run's last finished round.")
     engine: EngineConfig = engine_option()
 
     def __post_init__(self) -> None:
+        if self.round is not None and self.round < 1:
+            raise ConfigError(f"round must be at least 1, got {self.round}")
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
         if self.max_pixels is not None and self.max_pixels < 1:
@@ -61,7 +65,8 @@ def predict(run_dir: str | Path, images_dir: str | Path, out: str | Path, labels
     ``config.vocab``); the class index is then background plus that vocabulary. Returns the manifest.
     """
     config = config or PredictConfig()
-    run_dir, images_dir, out = Path(run_dir), Path(images_dir), Path(out)
+    images_dir, out = Path(images_dir), Path(out)
+    run_dir = final_round(run_dir, config.round)
     run = read_run(run_dir)
     extra = read_label_vocabulary(config.vocab) if config.vocab else []
     try:
@@ -81,6 +86,7 @@ def predict(run_dir: str | Path, images_dir: str | Path, out: str | Path, labels
                 "architecture": run["architecture"], "images_dir": str(images_dir), "labels": labels_spec}
     device = run_device(run, config.device)
     engine = create_engine(config.engine, run["clip"]["model"], device)
-    return folder.run(functools.partial(Segmenter.from_run, run_dir, device, vocabulary=extra, top_k=config.top_k),
-                      manifest, engine)
+    # round_number=1: run_dir is already the round's own folder
+    return folder.run(functools.partial(Segmenter.from_run, run_dir, device, vocabulary=extra, top_k=config.top_k,
+                                        round_number=1), manifest, engine)
 

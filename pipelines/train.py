@@ -8,7 +8,8 @@ from typing import Any
 
 from freelabel.clip.config import ClipConfig
 from freelabel.io.files import read_json
-from freelabel.segmenter.trainer import TrainConfig, train, train_config
+from freelabel.segmenter.rounds import train_rounds
+from freelabel.segmenter.trainer import TrainConfig, train_config
 
 
 def pseudo_masks_clip(pseudo_dir: str | Path) -> dict[str, Any]:
@@ -24,10 +25,10 @@ def train_run(pseudo_dir: str | Path, out: str | Path, clip_options: dict[str, A
               **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
     """Train on ``pseudo_dir`` into ``out``. clip_options: ClipConfig fields given by the user (model, pretrained,
     device, cache_dir, offline); without a model, the backbone is the CLIP that made the pseudo-masks (or the
-    library default). overrides: TrainConfig fields over the model's training preset. Returns the config and the
-    last metrics line."""
+    library default). overrides: TrainConfig fields over the model's training preset (``rounds`` among them).
+    Returns the config and the last metrics line."""
     clip_options = dict(clip_options or {})
     if "model" not in clip_options:
         clip_options = {**pseudo_masks_clip(pseudo_dir), **clip_options}
     config = train_config(dataclasses.replace(ClipConfig(), **clip_options), **overrides)
-    return config, train(pseudo_dir, out, config)
+    return config, train_rounds(pseudo_dir, out, config)

@@ -31,7 +31,7 @@ from freelabel.pseudo.config import LabelerConfig
 from freelabel.pseudo.crf import CrfConfig
 from freelabel.run.folder import JobFolder, failure
 from freelabel.run.model import load_image_segmenter
-from freelabel.segmenter.checkpoint import MODEL, file_digest, read_run
+from freelabel.segmenter.checkpoint import MODEL, file_digest, final_round, read_run
 from freelabel.video.frames import Frame, frame_names, is_video, read_frames
 from freelabel.video.propagate import PropagationConfig, Propagator, one_hot
 
@@ -264,7 +264,7 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
     if config.checkpoint:
         read_run(config.checkpoint)  # a folder without a trained segmenter is refused before anything is written
         settings: dict[str, Any] = {"checkpoint": str(Path(config.checkpoint).resolve()),
-                                    "model_sha256": file_digest(Path(config.checkpoint) / MODEL)}
+                                    "model_sha256": file_digest(final_round(config.checkpoint) / MODEL)}
         labeler_config: LabelerConfig | None = None
         crf = _default_crf(config)
     else:

@@ -48,8 +48,10 @@ FLAGS = {
               "--input-size --crop-size --top-k --rank-norm --no-rank-norm --holdout-labels --val-fraction "
               "--val-masks --corrected --precision --workers --seed --weight-decay --warmup-fraction --grad-clip "
               "--scale-range "
-              f"--multilabel-weight --given-labels-fraction --checkpoint-minutes --max-pixels {CLIP}"),
-    "predict": f"--out --labels --top-k --vocab --device --save-scores --overlay --overwrite --max-pixels {ENGINE}",
+              f"--multilabel-weight --given-labels-fraction --checkpoint-minutes --max-pixels --rounds --round-start "
+              f"--round-ignore-threshold {CLIP}"),
+    "predict": (f"--out --labels --top-k --vocab --device --save-scores --overlay --overwrite --max-pixels --round "
+                f"{ENGINE}"),
     "video": ("--out --labels --key-masks --key-interval --checkpoint --flow --dis-preset --flow-size "
               "--min-confidence --flagged-min-confidence --refine --no-refine --overlay --overwrite --max-pixels "
               f"{LABELER} {CLIP}"),

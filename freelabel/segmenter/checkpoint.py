@@ -3,6 +3,8 @@
 ``RUN_DIR/run.json``      the full training config, architecture, vocabulary and versions (written first)
 ``RUN_DIR/model.safetensors``  the segmenter's weights (the CLIP tower's too when it was fine-tuned)
 ``RUN_DIR/state.safetensors``  weights, optimiser moments and (in its metadata) the position, to resume training
+``RUN_DIR/round-R/``      self-training round R > 1 (``freelabel.segmenter.rounds``): a run folder of its own, plus
+                          ``masks/``, round R-1's masks it trained on; round 1 is ``RUN_DIR`` itself
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from freelabel.io.files import atomic_path, read_json, write_json
 
 RUN, MODEL, STATE = "run.json", "model.safetensors", "state.safetensors"
 POSITION_KEYS = ("epoch", "batch", "step", "seconds")  # what a saved position must hold to resume from
+ROUND_FOLDER = "round-{}"  # self-training round r > 1 of a run, inside its folder
 ENCODER_PREFIX = "encoder."
 
 
@@ -85,6 +88,48 @@ def save_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
             else:
                 tensors[f"optimizer.{index}.{key}"] = value.detach().contiguous().cpu()
     _save(run_dir / STATE, tensors, {"position": json.dumps(position), "optimizer_steps": json.dumps(steps)})
+
+
+def read_position(run_dir: Path) -> dict[str, Any] | None:
+    """The position (epoch, batch, step, training seconds) of ``run_dir``'s training state, without loading its
+    tensors; None when there is no readable state."""
+    try:
+        with safe_open(str(run_dir / STATE), framework="pt") as handle:
+            return json.loads((handle.metadata() or {})["position"])
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None
+
+
+def training_finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a segmenter trained for all its epochs (a model whose state was deleted counts:
+    the state only serves to resume)."""
+    if not (run_dir / MODEL).is_file() or not (run_dir / RUN).is_file():
+        return False
+    if not (run_dir / STATE).is_file():
+        return True
+    position = read_position(run_dir)
+    return position is not None and position["epoch"] >= read_json(run_dir / RUN)["train"]["epochs"]
+
+
+def round_folder(run_dir: str | Path, round_number: int) -> Path:
+    """The run folder of self-training round ``round_number`` (from 1) of ``run_dir``: round 1 is ``run_dir``."""
+    run_dir = Path(run_dir)
+    return run_dir if round_number == 1 else run_dir / ROUND_FOLDER.format(round_number)
+
+
+def final_round(run_dir: str | Path, round_number: int | None = None) -> Path:
+    """The folder of the segmenter ``run_dir`` stands for: its last round whose training finished (``run_dir``
+    itself when none after the first did), or round ``round_number`` when given (refused when it has no model)."""
+    run_dir = Path(run_dir)
+    if round_number is not None:
+        folder = round_folder(run_dir, round_number)
+        if round_number < 1 or not (folder / MODEL).is_file():
+            raise FreelabelError(f"{run_dir} has no round {round_number} (no {folder / MODEL})")
+        return folder
+    last = 1
+    while training_finished(round_folder(run_dir, last + 1)):
+        last += 1
+    return round_folder(run_dir, last)
 
 
 def load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:

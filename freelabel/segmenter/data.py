@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +24,7 @@ class PseudoMaskSet:
     names: image paths relative to ``images_dir``, sorted. masks: their mask files. classes: the folder's class
     index (``classes.txt``; 0 background), then any class only the corrected masks name. corrected: item index ->
     (256,) int64 table from its corrected mask's class index to ``classes`` (the items whose mask file is a
-    corrected one).
+    corrected one). labels: each item's labels as the manifest lists them (those ``generate`` segmented).
     """
 
     images_dir: Path
@@ -33,6 +33,7 @@ class PseudoMaskSet:
     classes: list[str]
     corrected: dict[int, np.ndarray] = field(default_factory=dict)
     corrected_class_count: int = 0  # classes in the corrected folder's classes.txt: the values its masks may hold
+    labels: list[list[str]] = field(default_factory=list)
 
     def image_path(self, index: int) -> Path:
         return self.images_dir / self.names[index]
@@ -87,8 +88,22 @@ def read_pseudo_masks(folder: str | Path, images_dir: str | Path | None = None,
     if not names:
         raise FreelabelError(f"{folder} holds no finished masks")
     masks = [fixed.get(name, folder / Path(name).with_suffix(".png")) for name in names]
+    labels = [list(entries.get(name, {}).get("labels") or []) for name in names]
     return PseudoMaskSet(images_dir, names, masks, classes, {i: table for i, name in enumerate(names) if name in fixed},
-                         len(corrected_classes) if fixed else 0)
+                         len(corrected_classes) if fixed else 0, labels)
+
+
+def with_masks(data: PseudoMaskSet, masks_dir: Path, indices: Sequence[int]) -> PseudoMaskSet:
+    """``data`` with the masks of items ``indices`` read from ``masks_dir`` (same names, ``.png``), except the
+    corrected items, which keep a person's masks. ``masks_dir``'s ``classes.txt`` must be ``data``'s class index."""
+    if not (masks_dir / "classes.txt").is_file() or read_classes(masks_dir / "classes.txt") != data.classes:
+        raise FreelabelError(f"{masks_dir} is not a mask folder in the class index of the pseudo-masks (its "
+                             "classes.txt differs or is missing)")
+    masks = list(data.masks)
+    for index in indices:
+        if index not in data.corrected:
+            masks[index] = masks_dir / Path(data.names[index]).with_suffix(".png")
+    return replace(data, masks=masks)
 
 
 def vocabulary_lookup(classes: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:

@@ -18,7 +18,7 @@ from freelabel.errors import FreelabelError
 from freelabel.io.images import check_rgb
 from freelabel.segmentation import Segmentation, check_batch, check_labels
 from freelabel.pseudo.mask import confident_mask
-from freelabel.segmenter.checkpoint import load_model_weights, read_run
+from freelabel.segmenter.checkpoint import final_round, load_model_weights, read_run
 from freelabel.segmenter.config import SegmenterConfig
 from freelabel.segmenter.data import resize_short_side
 from freelabel.segmenter.factory import create_segmenter
@@ -68,10 +68,13 @@ class Segmenter:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None, clip_config: ClipConfig | None = None,
-                 vocabulary: Sequence[str] = (), top_k: int | None = None) -> Segmenter:
-        """Load a ``freelabel train`` run folder. device: None = the one it was trained on if available, else
-        CPU. clip_config: where to find the CLIP weights (its model and tag must be the run's). vocabulary: more
-        labels to select from, after the run's training vocabulary. top_k: as in ``__init__``."""
+                 vocabulary: Sequence[str] = (), top_k: int | None = None, ignore_threshold: float = 0.0,
+                 round_number: int | None = None) -> Segmenter:
+        """Load a ``freelabel train`` run folder: its last finished self-training round's segmenter, or round
+        ``round_number`` (``final_round``). device: None = the one it was trained on if available, else CPU.
+        clip_config: where to find the CLIP weights (its model and tag must be the run's). vocabulary: more labels
+        to select from, after the run's training vocabulary. top_k, ignore_threshold: as in ``__init__``."""
+        run_dir = final_round(run_dir, round_number)
         run = read_run(run_dir)
         model_name, pretrained = run["clip"]["model"], run["clip"]["pretrained"]
         if clip_config is not None and (clip_config.model, clip_config.pretrained) != (model_name, pretrained):
@@ -84,9 +87,9 @@ class Segmenter:
                                      device=device)
         clip = load_clip(config)
         model = create_segmenter(clip, SegmenterConfig.from_dict(run["architecture"]))
-        load_model_weights(Path(run_dir), model)
+        load_model_weights(run_dir, model)
         return cls(model, clip, list(dict.fromkeys([*run["vocabulary"], *vocabulary])), run["train"]["input_size"],
-                   top_k)
+                   top_k, ignore_threshold)
 
     @property
     def device(self) -> torch.device:

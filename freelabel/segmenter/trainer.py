@@ -37,9 +37,9 @@ from freelabel.io.images import MAX_PIXELS
 from freelabel.io.masks import IGNORE_INDEX
 from freelabel.optim import param_groups, warmup_cosine
 from freelabel.run.folder import folder_lock
-from freelabel.segmenter.checkpoint import RUN, STATE, load_state, write_run
+from freelabel.segmenter.checkpoint import MODEL, RUN, STATE, file_digest, load_model_weights, load_state, write_run
 from freelabel.segmenter.config import SegmenterConfig
-from freelabel.segmenter.data import AugmentedPseudoMasks, read_pseudo_masks, split, vocabulary_lookup
+from freelabel.segmenter.data import AugmentedPseudoMasks, read_pseudo_masks, split, vocabulary_lookup, with_masks
 from freelabel.segmenter.factory import architecture_config, create_segmenter
 from freelabel.segmenter.hooks import (Checkpointer, DistributedAgreement, EpochMetrics, ErrorJournal, ProcessContext,
                                        ProgressBar, SegmentHook, process_context)
@@ -51,6 +51,7 @@ from freelabel.training import TimeBudget, TrainerBase
 
 METRICS, ERRORS = "metrics.jsonl", "errors.jsonl"
 PRECISIONS = ("auto", "fp32", "bf16")
+ROUND_STARTS = ("previous", "scratch")
 
 
 @dataclass
@@ -70,7 +71,7 @@ class TrainConfig:
                                    "pseudo-masks.")
     epochs: int = option(20, help="Passes over the training split; the learning-rate schedule spans them.")
     max_minutes: float | None = option(None, help="Stop (with a saved state, resumable) after this much training "
-                                       "time; None = no limit.")
+                                       "time, all rounds together; None = no limit.")
     batch_size: int = option(16, help="Images per optimiser step, over all processes.")
     lr: float = option(3e-4, help="Peak AdamW learning rate of the decoder and heads.")
     backbone_lr_scale: float = option(0.1, help="The CLIP tower's learning rate relative to lr; 0 = frozen.")
@@ -97,6 +98,12 @@ class TrainConfig:
     checkpoint_minutes: float = option(10.0, help="Save the training state at least this often (and at every epoch "
                                        "end).")
     seed: int = option(0, help="Data split, order, augmentation and head initialisation seed.")
+    rounds: int = option(1, help="Self-training rounds: round r+1 trains on round r's masks of the training images "
+                         "(in RUN/round-<r+1>); more rounds than a finished run has extend it.")
+    round_start: str = option("previous", choices=ROUND_STARTS, help="Where a round after the first starts: the "
+                              "previous round's weights, or a fresh initialisation.")
+    round_ignore_threshold: float = option(0.5, help="In the masks a round trains on, pixels whose probability "
+                                           "under the previous round is below it are ignored (255).")
     max_pixels: int | None = option(MAX_PIXELS, help="Larger images are refused unread; None = no limit.")
 
     def __post_init__(self) -> None:
@@ -104,7 +111,7 @@ class TrainConfig:
             self.clip = ClipConfig(**self.clip)
         self.scale_range = tuple(self.scale_range)
         self.holdout_labels = tuple(self.holdout_labels)
-        positive_ints = ("epochs", "batch_size", "input_size", "crop_size", "top_k")
+        positive_ints = ("epochs", "batch_size", "input_size", "crop_size", "top_k", "rounds")
         for name in positive_ints:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -123,6 +130,10 @@ class TrainConfig:
             raise ConfigError(f"given_labels_fraction must be in [0, 1], got {self.given_labels_fraction!r}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ConfigError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+        if not 0 <= self.round_ignore_threshold < 1:
+            raise ConfigError(f"round_ignore_threshold must be in [0, 1), got {self.round_ignore_threshold!r}")
+        if self.round_start not in ROUND_STARTS:
+            raise ConfigError(f"round_start must be one of {', '.join(ROUND_STARTS)}, got {self.round_start!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.workers < 0:
@@ -184,17 +195,19 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
 
 # may change between a run and its resumption: they do not change what is learned
 RUNTIME_SETTINGS = {"max_minutes", "workers", "checkpoint_minutes", "val_masks"}
+# the rounds' settings bind each later round through what it trains on (its masks folder) and starts from
+ROUND_SETTINGS = {"rounds", "round_start", "round_ignore_threshold"}
 RUNTIME_CLIP_SETTINGS = {"device", "cache_dir", "offline"}
 
 
 def _binding(content: dict[str, Any]) -> dict[str, Any]:
     """The parts of ``run.json`` a resumed run must share with the run it resumes, flattened to one level."""
-    flat = {key: content.get(key) for key in ("data", "vocabulary", "architecture")}
+    flat = {key: content.get(key) for key in ("data", "vocabulary", "architecture", "start")}
     flat["clip"] = {k: v for k, v in content.get("clip", {}).items() if k not in RUNTIME_CLIP_SETTINGS}
     for key, value in content.get("train", {}).items():
         if key == "clip":
             continue
-        if key not in RUNTIME_SETTINGS:
+        if key not in RUNTIME_SETTINGS | ROUND_SETTINGS:
             flat[f"train.{key}"] = value
     return flat
 
@@ -344,16 +357,23 @@ class SegmenterTrainer(TrainerBase):
         self.stop = self.stop or position["epoch"] >= self.config.epochs
 
 
-def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> dict[str, Any]:
+def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig, masks_dir: str | Path | None = None,
+          start_from: str | Path | None = None) -> dict[str, Any]:
     """Train a segmenter on the pseudo-masks of a ``generate`` folder; write the run folder (see the checkpoint
     module): ``run.json``, ``model.safetensors``, ``state.safetensors``, ``metrics.jsonl`` (one line per epoch: losses,
     images/s, validation mIoU) and ``errors.jsonl`` (images that could not be read). Resumes when ``run_dir``
-    holds a state of the same run. Returns the last metrics line."""
+    holds a state of the same run. Returns the last metrics line.
+
+    masks_dir: a mask folder (``predict``'s format, the pseudo-masks' class index) the training images train on
+    instead of their pseudo-masks (a self-training round's, ``freelabel.segmenter.rounds``); corrected images keep
+    their corrected masks and validation stays against the pseudo-masks. start_from: a run folder whose weights
+    the segmenter starts from instead of a fresh initialisation. Both are bound to the run."""
     pseudo_dir, run_dir = Path(pseudo_dir), Path(run_dir)
     context = process_context(config.clip.device)
     data = read_pseudo_masks(pseudo_dir, config.images_dir, config.corrected)
     vocabulary = _vocabulary(data.classes, config.holdout_labels, pseudo_dir)
     train_indices, val_indices = split(len(data.names), config.val_fraction, config.seed)
+    train_data = data if masks_dir is None else with_masks(data, Path(masks_dir), train_indices)
     if len(train_indices) < config.batch_size:
         raise FreelabelError(f"{len(train_indices)} training images are fewer than one batch ({config.batch_size}); "
                              "lower --batch-size")
@@ -368,8 +388,14 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
                         **({"corrected": len(data.corrected)} if data.corrected else {})},
                "vocabulary": vocabulary, "classes": data.classes, "architecture": architecture.to_dict(),
                "clip": dataclasses.asdict(config.clip), "train": dataclasses.asdict(resolved), **provenance()}
+    if masks_dir is not None:
+        content["data"]["masks"] = str(masks_dir)
+    if start_from is not None:
+        content["start"] = {"run": str(start_from), "model_sha256": file_digest(Path(start_from) / MODEL)}
     torch.manual_seed(config.seed)
     model = create_segmenter(clip, architecture)
+    if start_from is not None:  # a saved state, when there is one, replaces these weights below
+        load_model_weights(Path(start_from), model)
     if resolved.crop_size % model.input_multiple:
         raise FreelabelError(f"crop size {resolved.crop_size} must be a multiple of {model.input_multiple} (the "
                              "patch size and the decoder's 1/4)")
@@ -385,7 +411,8 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
             (run_dir / ERRORS).unlink(missing_ok=True)
         elif context.main:  # a kill between an epoch's metrics line and its state's save: that epoch is redone
             metrics_lines = read_jsonl(run_dir / METRICS)
-            kept = [line for line in metrics_lines if line.get("step", 0) <= position["step"]]
+            # lines with a round key are later rounds' (freelabel.segmenter.rounds), not this run's
+            kept = [line for line in metrics_lines if "round" in line or line.get("step", 0) <= position["step"]]
             if len(kept) < len(metrics_lines):
                 write_jsonl(run_dir / METRICS, kept)
         wrapped = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.device] if
@@ -393,7 +420,7 @@ def train(pseudo_dir: str | Path, run_dir: str | Path, config: TrainConfig) -> d
                    if context.world > 1 else model)
 
         lookup = vocabulary_lookup(data.classes, vocabulary)
-        dataset = AugmentedPseudoMasks(data, train_indices, lookup, config.seed, input_size, resolved.crop_size,
+        dataset = AugmentedPseudoMasks(train_data, train_indices, lookup, config.seed, input_size, resolved.crop_size,
                                        config.scale_range, config.max_pixels, clip.interpolation)
         validation = (validation_sets(data, val_indices, lookup, vocabulary, config.val_masks, config.max_pixels)
                       if context.main else {})
