@@ -3,7 +3,7 @@ where P_M is what `freelabel tune --methods M` fits on the validation stream 200
 30% of them held out for its report, from the library default preset), refined by the CRF (`--no-pamr --crf`), by
 PAMR (`--pamr --no-crf`) and, where it differs from both, as tune left it; scored by `freelabel evaluate` (pixels
 marked ignore count as wrong; the dense argmax of the saved scores beside it) on 300 scenes of each held-out stream
-3000, 3001, 3002. All tunes run first, then each refinement for every method.
+3000, 3001, 3002. Every method is tuned and measured with the CRF first, then each with PAMR, then as tuned.
 
 The refinement switched on where tune chose none takes its library default settings; the ignore threshold and
 the sharpness are the ones tune fitted under its own choice (the dense argmax does not depend on the threshold).
@@ -44,18 +44,19 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     methods, streams = args.methods.split(","), [int(s) for s in args.streams.split(",")]
     presets, variants = {}, {}
-    for method in methods:
-        path = work / f"preset-{method}-{args.validation_scenes}.json"
-        if not path.is_file():
-            started = time.monotonic()
-            report = tune_toy(work, path, "--methods", method, workers=args.workers, scenes=args.validation_scenes)
-            print(f"{method}: {report} ({time.monotonic() - started:.0f} s)", flush=True)
-        presets[method] = (path, json.loads(path.read_text()))
-        own = own_refinement(presets[method][1]["labeler"])
-        variants[method] = {**REFINEMENTS, **({} if own in REFINEMENTS else {f"tuned ({own})": []})}
     results: dict[tuple[str, str], list[dict]] = {}
-    for refinement in [*REFINEMENTS, None]:  # every method's CRF first, then PAMR, then tune's own choice
+    for refinement in [*REFINEMENTS, None]:  # every method's CRF first (each tuned first), then PAMR, then tune's own
         for method in methods:
+            if method not in presets:
+                path = work / f"preset-{method}-{args.validation_scenes}.json"
+                if not path.is_file():
+                    started = time.monotonic()
+                    report = tune_toy(work, path, "--methods", method, workers=args.workers,
+                                      scenes=args.validation_scenes)
+                    print(f"{method}: {report} ({time.monotonic() - started:.0f} s)", flush=True)
+                presets[method] = (path, json.loads(path.read_text()))
+                own = own_refinement(presets[method][1]["labeler"])
+                variants[method] = {**REFINEMENTS, **({} if own in REFINEMENTS else {f"tuned ({own})": []})}
             for name, flags in variants[method].items():
                 if (name in REFINEMENTS) != (name == refinement):
                     continue
