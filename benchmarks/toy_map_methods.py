@@ -58,7 +58,7 @@ def main() -> None:
                 own = own_refinement(presets[method][1]["labeler"])
                 variants[method] = {**REFINEMENTS, **({} if own in REFINEMENTS else {f"tuned ({own})": []})}
             for name, flags in variants[method].items():
-                if (name in REFINEMENTS) != (name == refinement):
+                if (name if name in REFINEMENTS else None) != refinement:
                     continue
                 for seed in streams:
                     data = toy_scenes(work, seed, args.n)
