@@ -376,7 +376,7 @@ def _tune_command() -> click.Command:
     @click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False),
                   help="classes.txt of the masks (class 0 background).")
     @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Preset JSON to write.")
-    @config_options(TuneConfig, "preset", "holdout", "workers", "rounds", into="given")
+    @config_options(TuneConfig, "preset", "holdout", "workers", "rounds", "methods", into="given")
     @labeler_options
     @clip_options
     def tune(images: str, masks: str, classes: str, out: str, given: dict[str, Any], overrides: dict[str, Any],

@@ -4,8 +4,11 @@ real ones) on COCO images.
 End-to-end is the real ``generate`` pipeline (prefetching reader, 4 views, maps, fusion, CRF, atomic mask
 writes, manifest) on ``--n`` images with their labels; its stages are timed by wrapping the pipeline's own calls.
 The bare encoder rate is the same views through the same encoder in the same process, nothing else.
+`--methods` times the same loop once per map method (the first one also gets the breakdown and the bare encoder
+rate) and reports each method's seconds per image and its ratio to surgery's (surgery is timed too if not named).
 
     .venv/bin/python benchmarks/speed.py [--device cpu|cuda] [--n 50] [--crf pydensecrf|torch|none]
+                                         [--methods surgery,naclip,sclip,clearclip,relevance]
 """
 
 from __future__ import annotations
@@ -52,7 +55,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50, help="COCO images")
     parser.add_argument("--crf", default="pydensecrf", choices=["pydensecrf", "torch", "none"])
     parser.add_argument("--size", type=int, default=448, help="short side of the views")
+    parser.add_argument("--methods", default="surgery", help="map methods to time, comma-separated (the first gets "
+                        "the breakdown)")
     args = parser.parse_args()
+    methods = args.methods.split(",")
+    if len(methods) > 1 and "surgery" not in methods:
+        methods.append("surgery")  # the reference of the ratios
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA}")
     names = read_classes(DATA / "classes.txt")
@@ -78,10 +86,15 @@ def main() -> None:
     freelabel.pseudo.labeler.refine = _timed(stages, "crf", freelabel.pseudo.labeler.refine)
     Labeler.segment = _timed(stages, "segment", Labeler.segment)  # maps + fusion + crf
     freelabel.run.job.write_mask = _timed(stages, "write", freelabel.run.job.write_mask)
-    torch.manual_seed(0)
-    manifest = generate(work / "images", str(work / "labels.json"), work / "out",
-                        GenerateConfig(clip=ClipConfig("ViT-B-16", "random", args.device), overrides=overrides))
-    assert manifest["summary"]["done"] == len(paths), manifest["summary"]
+    per_image = {}  # method -> seconds per image of the generate loop
+    for method in reversed(methods):  # the first named last: the stages and the manifest are its own
+        stages.clear()
+        torch.manual_seed(0)
+        manifest = generate(work / "images", str(work / "labels.json"), work / f"out-{method}",
+                            GenerateConfig(clip=ClipConfig("ViT-B-16", "random", args.device),
+                                           overrides={**overrides, "method": method}))
+        assert manifest["summary"]["done"] == len(paths), manifest["summary"]
+        per_image[method] = manifest["summary"]["seconds"] / len(paths)
     loop_seconds, text_seconds = manifest["summary"]["seconds"], manifest["summary"]["text_seconds"]
     end_to_end = len(paths) / loop_seconds
 
@@ -91,7 +104,7 @@ def main() -> None:
     timed["read+other"] = max(loop_seconds - sum(timed.values()), 0.0)
     # bare encoder: a labeler over the same architecture, the same images and views, warmed up first
     labeler = Labeler(load_clip("ViT-B-16", "random", device=args.device),
-                      config=LabelerConfig().with_overrides(**overrides))
+                      config=LabelerConfig().with_overrides(**overrides, method=methods[0]))
     images = [read_image(p) for p in paths]
     labeler.set_image(images[0])
     started = time.perf_counter()
@@ -103,10 +116,12 @@ def main() -> None:
     breakdown = " ".join(f"{k}={100 * v / loop_seconds:.0f}%" for k, v in timed.items())
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     gpu = (f" gpu_peak={torch.cuda.max_memory_allocated() / 1e9:.2f}GB" if args.device.startswith("cuda") else "")
-    print(f"speed: device={args.device} n={len(paths)} views=4 size={args.size} crf={args.crf} "
+    costs = ("" if len(methods) == 1 else " per_image: " + " ".join(
+        f"{m}={per_image[m]:.2f}s ({per_image[m] / per_image['surgery']:.2f}x surgery)" for m in methods))
+    print(f"speed: device={args.device} n={len(paths)} method={methods[0]} views=4 size={args.size} crf={args.crf} "
           f"end_to_end={end_to_end:.3f} img/s encoder_only={encoder_rate:.3f} img/s "
           f"ratio={end_to_end / encoder_rate:.2f} [{breakdown}] label_encoding_once={text_seconds:.1f}s "
-          f"peak_rss={peak_rss_gb:.2f}GB{gpu}")
+          f"peak_rss={peak_rss_gb:.2f}GB{gpu}{costs}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ CRF (`--scales 1 --no-flip --no-crf`) and test-time views without the CRF (`--no
 
 `--tune` first refits the shipped preset the way a user fits their own: `freelabel tune` on 400 scenes of the
 validation stream 2001 (30% held out for its report), starting from the library default preset, written into
-the toy's model card, freelabel/model_cards/freelabel-toy.json (its "preset").
+the toy's model card, freelabel/model_cards/freelabel-toy.json (its "preset"; the label-free selection settings,
+chosen by their own search, stay).
 
     .venv/bin/python benchmarks/toy_pseudo_masks.py [--tune] [--n 300] [--streams 3000,3001,3002]
 """
@@ -17,34 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from common import freelabel, toy_scenes
+from common import score, spread, toy_scenes, tune_toy
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = ROOT / "freelabel" / "model_cards" / "freelabel-toy.json"
-VALIDATION_STREAM, VALIDATION_SCENES = 2001, 400
 ABLATIONS = {"raw single-view maps, no CRF": ["--scales", "1", "--no-flip", "--no-crf"],
              "views + fusion, no CRF": ["--no-crf"], "preset (full pipeline)": []}
-
-
-
-
-
-
-def score(data: Path, out: Path, flags: list[str]) -> dict:
-    """Generate for ``data`` with ``flags`` on top of the toy CLIP's preset, then evaluate."""
-    freelabel("generate", str(data / "images"), "--labels", str(data / "labels.json"), "--model", "freelabel-toy",
-              "--out", str(out), "--save-scores", *flags)
-    return json.loads(freelabel("evaluate", "--pred", str(out), "--gt", str(data / "masks"), "--classes",
-                                str(data / "classes.txt"), "--json"))
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
 
 
 def main() -> None:
@@ -56,15 +39,17 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="freelabel-toy-bench-"))
     if args.tune:
-        validation = toy_scenes(work, VALIDATION_STREAM, VALIDATION_SCENES)
         started = time.monotonic()
         tuned = work / "preset.json"
-        print(freelabel("tune", str(validation / "images"), "--masks", str(validation / "masks"), "--classes",
-                        str(validation / "classes.txt"), "--model", "freelabel-toy", "--out", str(tuned),
-                        "--preset", "default", "--workers", str(args.workers)).strip())
+        print(tune_toy(work, tuned, workers=args.workers))
         print(f"tune: {time.monotonic() - started:.0f} s")
         card = json.loads(CARD.read_text())
-        card["preset"] = json.loads(tuned.read_text())  # the card's other sections stay as they are
+        preset = json.loads(tuned.read_text())
+        # the label-free selection was chosen by its own search (the card's source.selection says how): it stays, as
+        # do the card's other sections
+        preset["selection"] = card["preset"]["selection"]
+        preset["source"]["selection"] = card["preset"]["source"]["selection"]
+        card["preset"] = preset
         CARD.write_text(json.dumps(card, indent=2) + "\n")
     results: dict[str, list[dict]] = {name: [] for name in ABLATIONS}
     for seed in (int(s) for s in args.streams.split(",")):

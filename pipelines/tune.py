@@ -20,7 +20,7 @@ from freelabel.io.files import provenance, read_json, write_json
 from freelabel.io.images import list_images, read_image
 from freelabel.io.labels import read_classes
 from freelabel.io.masks import IGNORE_INDEX, read_mask
-from freelabel.pseudo.config import LabelerConfig, SelectionConfig
+from freelabel.pseudo.config import METHODS, LabelerConfig, SelectionConfig
 from freelabel.pseudo.labeler import Labeler
 from freelabel.cards import Preset, resolve_preset, write_preset
 from freelabel.pseudo.select import LabelSelector
@@ -41,8 +41,17 @@ class TuneConfig:
     # on the toy validation stream a second round did not help the held-out score (docs/results.md)
     rounds: int = option(1, help="Passes over all stages; a second re-fits maps, fusion and background under the CRF "
                          "the first one chose.")
+    methods: tuple[str, ...] | None = option(None, help="The map methods the search tries, e.g. 'naclip,sclip' "
+                                             "(the search starts from the first where the starting preset's is not "
+                                             "one of them); None = all.")
 
     def __post_init__(self) -> None:
+        if self.methods is not None:
+            self.methods = tuple(self.methods)
+            unknown = [m for m in self.methods if m not in METHODS]
+            if not self.methods or unknown:
+                raise ConfigError(f"methods must be one or more of {', '.join(METHODS)}, got "
+                                  f"{', '.join(self.methods) or 'none'}")
         if not 0 < self.holdout < 1:
             raise ConfigError(f"holdout must be in (0, 1), got {self.holdout}")
         if self.workers < 1 or self.rounds < 1:
@@ -110,12 +119,14 @@ def tune(images_dir: str | Path, masks_dir: str | Path, classes_file: str | Path
     depth = model_depth(config.clip)
     # stage keys: "maps", "fusion", ... in the first round, "maps@2", ... in the second
     grids = {name if round_ == 1 else f"{name}@{round_}": grid for round_ in range(1, config.rounds + 1)
-             for name, grid in stage_grids(depth).items()}
+             for name, grid in stage_grids(depth, config.methods).items()}
     started = time.monotonic()
     tuning_items = [item for _, item in tuning]
     heldout_items = [item for _, item in heldout]
     total = sum(len(tuning_items) for name in grids if name not in progress["stages"]) + 2 * len(heldout_items)
-    best = start
+    # the current settings are a candidate of every stage: they must use one of the methods searched
+    best = (start if config.methods is None or start.method in config.methods
+            else start.with_overrides(method=config.methods[0]))
     with ParallelScorer(config.clip, config.workers) as scorer, \
             tqdm(total=total, desc="tune", unit="image", disable=None) as bar:
         for name, grid in grids.items():

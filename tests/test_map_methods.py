@@ -20,13 +20,14 @@ def _softmax_logits(a, b, scale, prior=0.0):
     return torch.softmax(a @ b.transpose(-1, -2) * scale + prior, dim=-1)
 
 
-# per method: its attention matrix (B, heads, N, N) from q, k, v, the 1/sqrt(d) scale and the prior, and whether the
-# attention output is added to the residual stream, written out from each paper
+# per method: its attention matrix (B, heads, N, N) from q, k, v, the 1/sqrt(d) scale and the prior, whether the
+# attention output is added to the residual stream, and whether the block's FFN follows, written out from each paper
+# (SCLIP's FFN from its official code)
 EQUATIONS = {
-    "surgery": (lambda q, k, v, s, prior: _softmax_logits(v, v, s), True),
-    "naclip": (lambda q, k, v, s, prior: _softmax_logits(k, k, s, prior), False),
-    "sclip": (lambda q, k, v, s, prior: _softmax_logits(q, q, s) + _softmax_logits(k, k, s), True),
-    "clearclip": (lambda q, k, v, s, prior: _softmax_logits(q, q, s), False),
+    "surgery": (lambda q, k, v, s, prior: _softmax_logits(v, v, s), True, False),
+    "naclip": (lambda q, k, v, s, prior: _softmax_logits(k, k, s, prior), False, False),
+    "sclip": (lambda q, k, v, s, prior: _softmax_logits(q, q, s) + _softmax_logits(k, k, s), True, True),
+    "clearclip": (lambda q, k, v, s, prior: _softmax_logits(q, q, s), False, False),
 }
 
 
@@ -51,7 +52,7 @@ def test_neighbourhood_prior_is_the_gaussian_of_grid_distances():
     assert torch.allclose(prior, _gaussian_prior(3, 5, 2.0), atol=1e-6)
 
 
-def _direct_dense(visual, images, attention, residual, prior):
+def _direct_dense(visual, images, attention, residual, ffn, prior):
     """The patch embeddings of a one-block dense path, from the equations: (B, D, h, w)."""
     encoder = DenseClipEncoder(visual, 0)
     x, (h, w) = encoder.embed(images)
@@ -66,6 +67,8 @@ def _direct_dense(visual, images, attention, residual, prior):
     out = attention(q, k, v, (width // heads) ** -0.5, prior) @ v
     out = last.attn.out_proj(out.transpose(1, 2).reshape(b, n, width))
     dense = x + out if residual else out
+    if ffn:
+        dense = dense + last.mlp(last.ln_2(dense))
     patches = visual.ln_post(dense[:, 1:]) @ visual.proj
     return patches.transpose(1, 2).reshape(b, -1, h, w)
 
@@ -77,9 +80,9 @@ def test_each_methods_last_block_follows_its_equations(tiny, method):
     blocks, variant = dense_path(method, 1, 1.5, len(visual.transformer.resblocks))
     assert blocks == 1
     _, dense = DenseClipEncoder(visual, blocks, variant)(images)
-    attention, residual = EQUATIONS[method]
+    attention, residual, ffn = EQUATIONS[method]
     prior = _gaussian_prior(4, 6, 1.5) if method == "naclip" else None
-    expected = _direct_dense(visual, images, attention, residual, prior)
+    expected = _direct_dense(visual, images, attention, residual, ffn, prior)
     assert dense.shape == (2, visual.output_dim, 4, 6) and torch.isfinite(dense).all()
     assert torch.allclose(dense, expected, atol=1e-5), (dense - expected).abs().max()
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from freelabel.cards import read_preset
-from freelabel.errors import FreelabelError
+from freelabel.errors import ConfigError, FreelabelError
 from freelabel.pipelines.toy import write_toy_scenes
 from freelabel.pipelines.tune import TuneConfig, split, tune
 from freelabel.clip.config import ClipConfig
@@ -56,13 +56,34 @@ def test_the_stages_search_every_map_method_and_each_refinement():
     grids = stage_grids(12)
     configs = {stage: [LabelerConfig().with_overrides(**overrides) for overrides in grid]
                for stage, grid in grids.items()}
-    assert {c.method for c in configs["maps"]} == {"surgery", "naclip", "sclip", "clearclip"}
+    assert {c.method for c in configs["maps"]} == {"surgery", "naclip", "sclip", "clearclip", "relevance"}
     assert {c.surgery_blocks for c in configs["maps"] if c.method == "surgery"} == {3, 6, 9, 12}
     assert len({c.gaussian_std for c in configs["maps"] if c.method == "naclip"}) > 1
-    assert {c.feature_surgery for c in configs["maps"]} == {True, False}
+    assert {c.feature_surgery for c in configs["maps"] if c.method != "relevance"} == {True, False}
     assert {c.pamr is None for c in configs["pamr"]} == {True, False}  # PAMR off, or on with a grid
     assert {c.crf is None for c in configs["crf"]} == {True, False}
     assert list(grids).index("pamr") < list(grids).index("crf")
+
+
+def test_the_maps_stage_can_search_some_methods_only():
+    grids, only = stage_grids(12), stage_grids(12, ("naclip", "relevance"))
+    assert {grid["method"] for grid in only["maps"]} == {"naclip", "relevance"}
+    assert only["maps"] == [g for g in grids["maps"] if g["method"] in ("naclip", "relevance")]
+    assert {stage: grid for stage, grid in only.items() if stage != "maps"} == {
+        stage: grid for stage, grid in grids.items() if stage != "maps"}
+
+
+@pytest.mark.parametrize("methods", [(), ("surgery", "nope")])
+def test_tune_checks_the_methods(methods):
+    with pytest.raises(ConfigError, match="methods must be one or more of"):
+        TuneConfig(methods=methods)
+
+
+def test_tune_searches_the_methods_asked_even_from_a_preset_with_another(toy, tmp_path):
+    preset = _tune(toy, tmp_path / "p.json", rounds=1, methods=["clearclip"], overrides={"method": "surgery"})
+    assert preset.labeler.method == "clearclip"
+    progress = json.loads((tmp_path / "p.json.progress.json").read_text())
+    assert {row["settings"].get("method", "clearclip") for row in progress["stages"]["maps"]["top"]} == {"clearclip"}
 
 
 def test_tune_writes_a_preset_with_a_held_out_report_and_resumes(toy, tmp_path):

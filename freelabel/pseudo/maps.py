@@ -17,8 +17,9 @@ VARIANTS = {
     "surgery": LastBlock("vv", residual=True, ffn=False),
     # NACLIP (Hajimiri et al., WACV 2025): key-key attention plus a Gaussian neighbourhood prior, alone
     "naclip": LastBlock("kk", residual=False, ffn=False, gaussian_std=5.0),
-    # SCLIP (Wang et al., ECCV 2024): correlative self-attention, softmax(q q^T) + softmax(k k^T), on the residual
-    "sclip": LastBlock("qq+kk", residual=True, ffn=False),
+    # SCLIP (Wang et al., ECCV 2024): correlative self-attention, softmax(q q^T) + softmax(k k^T), in place of the
+    # block's own; residual and FFN kept (its official code, wangf3014/SCLIP clip/model.py)
+    "sclip": LastBlock("qq+kk", residual=True, ffn=True),
     # ClearCLIP (Lan et al., ECCV 2024): query-query attention, alone
     "clearclip": LastBlock("qq", residual=False, ffn=False),
 }

@@ -51,24 +51,30 @@ class LabelledImage:
     labels: tuple[str, ...]  # class names present in the mask, background excluded
 
 
-def stage_grids(depth: int) -> dict[str, list[dict[str, Any]]]:
+def stage_grids(depth: int, methods: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """The candidates of each stage, as override dicts for ``LabelerConfig.with_overrides``, in search order.
 
     depth: the number of blocks of the model's image tower (surgery's value-value blocks are tried at 1/4 .. all of
-    it). Each map candidate names its method and setting and sets feature surgery, so it reads the same whatever
-    the current method.
+    it). methods: the map methods the maps stage tries (names of ``freelabel.pseudo.config.METHODS``); None = all.
+    Each map candidate names its method and setting and sets feature surgery (relevance has none: the method's
+    own), so it reads the same whatever the current method.
     """
     blocks = sorted({max(1, round(depth * f)) for f in (0.25, 0.5, 0.75, 1.0)})
-    methods = ([dict(method="surgery", surgery_blocks=b) for b in blocks]
-               + [dict(method="naclip", gaussian_std=std) for std in (3.0, 5.0, 10.0)]
-               + [dict(method="sclip"), dict(method="clearclip")])
+    settings = ([dict(method="surgery", surgery_blocks=b) for b in blocks]
+                + [dict(method="naclip", gaussian_std=std) for std in (3.0, 5.0, 10.0)]
+                + [dict(method="sclip"), dict(method="clearclip")])
+    settings = [s for s in settings if methods is None or s["method"] in methods]
+    surgeries = [dict(feature_surgery=f) for f in (True, False)]
+    views = [dict(scales=s) for s in ((1.0,), (1.0, 1.5), (0.75, 1.0, 1.5))]
+    maps = [dict(setting, **view, **surgery) for setting in settings for view in views for surgery in surgeries]
+    if methods is None or "relevance" in methods:  # gradients per label: no feature surgery
+        maps += [dict(method="relevance", feature_surgery=None, **view) for view in views]
     crf = [dict(use_crf=True, crf_bilateral_compat=w, crf_bilateral_sxy=sxy, crf_bilateral_srgb=srgb,
                 crf_gaussian_compat=g)
            for w in (1.0, 3.0, 10.0, 30.0, 50.0) for sxy in (5.0, 10.0, 20.0) for srgb in (6.0, 13.0, 30.0)
            for g in (0.0, 1.0)]
     return {
-        "maps": [dict(method, scales=s, feature_surgery=f) for method in methods
-                 for s in ((1.0,), (1.0, 1.5), (0.75, 1.0, 1.5)) for f in (True, False)],
+        "maps": maps,
         "fusion": [dict(fusion="softmin", softmin_temperature=t) for t in (0.05, 0.1, 0.3, 1.0)]
         + [dict(fusion="mean"), dict(fusion="max")],
         "background": [dict(background_threshold=t, sharpness=s) for t in (0.5, 0.6, 0.7, 0.8, 0.9)
