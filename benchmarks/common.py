@@ -42,13 +42,19 @@ def tune_toy(work: Path, out: Path, *flags: str, workers: int = 2, scenes: int =
                      "default", "--workers", str(workers), *flags).strip()
 
 
+def evaluate(pred: Path, data: Path, *flags: str) -> dict:
+    """`freelabel evaluate`'s report (miou, dense_miou, ignored_fraction, ...) of the masks in ``pred`` against the
+    toy folder ``data``'s true masks; ``flags`` e.g. ``--allow-missing``."""
+    return json.loads(freelabel("evaluate", "--pred", str(pred), "--gt", str(data / "masks"), "--classes",
+                                str(data / "classes.txt"), "--json", *flags))
+
+
 def score(data: Path, out: Path, flags: list[str]) -> dict:
     """`freelabel generate --model freelabel-toy` for the toy folder ``data`` with ``flags`` into ``out`` (scores
     saved), then `freelabel evaluate`'s report (miou, dense_miou, ignored_fraction, ...)."""
     freelabel("generate", str(data / "images"), "--labels", str(data / "labels.json"), "--model", "freelabel-toy",
               "--out", str(out), "--save-scores", *flags)
-    return json.loads(freelabel("evaluate", "--pred", str(out), "--gt", str(data / "masks"), "--classes",
-                                str(data / "classes.txt"), "--json"))
+    return evaluate(out, data)
 
 
 def spread(values: list[float]) -> str:

@@ -21,23 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from common import freelabel, toy_scenes
+from common import evaluate, freelabel, spread, toy_scenes
 
 TRAIN_STREAM, TRAIN_SCENES = 4000, 2000
-
-
-def evaluate(pred: Path, data: Path) -> float:
-    return json.loads(freelabel("evaluate", "--pred", str(pred), "--gt", str(data / "masks"), "--classes",
-                                str(data / "classes.txt"), "--json"))["miou"]
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
 
 
 def corrected_masks(work: Path, training: Path, pseudo: Path, count: int) -> Path:
@@ -105,7 +95,7 @@ def main() -> None:
         for what, command in commands.items():
             out = work / (f"out{seed}-" + "".join(c if c.isalnum() else "_" for c in what))
             freelabel(*command, "--out", str(out))
-            scores.setdefault(what, []).append(evaluate(out, data))
+            scores.setdefault(what, []).append(evaluate(out, data)["miou"])
             print(f"stream {seed} {what:50s} mIoU={scores[what][-1]:.4f}")
     names = list(runs)
     gain = [c - p for p, c in zip(scores[f"predict --labels, {names[0]}"], scores[f"predict --labels, {names[1]}"])]

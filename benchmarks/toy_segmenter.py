@@ -24,22 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import freelabel, toy_scenes
+from common import evaluate, freelabel, spread, toy_scenes
 
 TRAIN_STREAM = 4000
 # one of each colour and shape, one striped; fixed before any run (not chosen by results)
 HELD_OUT = ("red triangle", "green square", "striped blue circle")
 RUNS = {"main": [], "no rank norm": ["--no-rank-norm"], "no top-k (all 18 compete)": ["--top-k", "18"],
         "frozen backbone": ["--backbone-lr-scale", "0"], "held out 3 classes": ["--holdout-labels", ",".join(HELD_OUT)]}
-
-
-
-
-
-
-def evaluate(pred: Path, data: Path) -> dict:
-    return json.loads(freelabel("evaluate", "--pred", str(pred), "--gt", str(data / "masks"), "--classes",
-                                str(data / "classes.txt"), "--json"))
 
 
 def train(work: Path, pseudo: Path, name: str, flags: list[str]) -> dict:
@@ -49,10 +40,6 @@ def train(work: Path, pseudo: Path, name: str, flags: list[str]) -> dict:
     freelabel("train", str(pseudo), "--out", str(run), *flags)
     last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     return {"run": run, "wall_minutes": (time.monotonic() - started) / 60, **last}
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
 
 
 def main() -> None:

@@ -21,26 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
 from pathlib import Path
 
 from freelabel.clip.config import ClipConfig
 from freelabel.segmenter.trainer import train_config
 
-from common import freelabel, toy_scenes
+from common import evaluate, freelabel, spread, toy_scenes
 
 TRAIN_STREAM, TRAIN_SCENES, VALIDATION_STREAM = 4000, 2000, 2001
 STARTS = ("previous", "scratch")
-
-
-def evaluate(pred: Path, data: Path) -> float:
-    return json.loads(freelabel("evaluate", "--pred", str(pred), "--gt", str(data / "masks"), "--classes",
-                                str(data / "classes.txt"), "--json"))["miou"]
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
 
 
 def round_score(work: Path, run: Path, round_number: int, data: Path) -> float:
@@ -48,7 +38,7 @@ def round_score(work: Path, run: Path, round_number: int, data: Path) -> float:
     out = work / f"out-{run.name}-round{round_number}-{data.name}"
     freelabel("predict", str(run), str(data / "images"), "--labels", str(data / "labels.json"), "--round",
               str(round_number), "--out", str(out))
-    return evaluate(out, data)
+    return evaluate(out, data)["miou"]
 
 
 def round_minutes(run: Path, round_number: int) -> tuple[float, float]:

@@ -20,17 +20,12 @@ import tempfile
 from pathlib import Path
 
 import cv2
-from common import freelabel
+from common import evaluate, freelabel
 
 from freelabel.io import class_lookup, read_classes, read_image, read_mask, write_mask
 from freelabel.io.masks import IGNORE_INDEX
 
 STREAM = 3100
-
-
-def evaluate(pred: Path, data: Path) -> dict:
-    return json.loads(freelabel("evaluate", "--pred", str(pred), "--gt", str(data / "masks"), "--classes",
-                                str(data / "classes.txt"), "--json"))
 
 
 def peak_rss_mb(args: list[str]) -> float:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import open_clip
@@ -61,3 +64,19 @@ def write_toy_pseudo_folder(root: Path, seed: int, n: int) -> None:
                                      "--out", str(root / "pseudo"), "--no-crf", "--model", "test-tiny-vit",
                                      "--pretrained", "random"])
     assert made.exit_code == 0, made.output
+
+
+def kill_after_an_epoch(command: list[str], run_dir: Path) -> None:
+    """Start ``command`` (a training run) and SIGKILL it from outside once the training state in ``run_dir`` holds a
+    finished epoch while later epochs run; fails if the run ends first."""
+    from freelabel.segmenter.checkpoint import read_position
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if (read_position(run_dir) or {}).get("epoch", 0) >= 1:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()

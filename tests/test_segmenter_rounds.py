@@ -1,20 +1,16 @@
 """Self-training rounds (`freelabel train --rounds N`): what each round trains on, the run folder they make, and
 resuming, extending and stopping them."""
 
-import dataclasses
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import write_toy_pseudo_folder
+from conftest import kill_after_an_epoch, write_toy_pseudo_folder
 from freelabel.clip.config import ClipConfig
 from freelabel.io import read_classes, read_mask
 from freelabel.io.files import read_jsonl
@@ -116,16 +112,7 @@ def test_a_run_killed_in_round_two_resumes_to_an_unbroken_runs_bytes(pseudo, tmp
     command = [FREELABEL, "train", str(pseudo / "pseudo"), *FAST, "--epochs", "3", "--rounds", "2", "--seed", "3"]
     done = subprocess.run([*command, "--out", str(tmp_path / "whole")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    killed = subprocess.Popen([*command, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and killed.poll() is None:
-        if (read_position(tmp_path / "killed" / "round-2") or {}).get("epoch", 0) >= 1:
-            break
-        time.sleep(0.05)
-    assert killed.poll() is None, "the run ended before it could be killed"
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait()
+    kill_after_an_epoch([*command, "--out", str(tmp_path / "killed")], tmp_path / "killed" / "round-2")
     resumed = subprocess.run([*command, "--out", str(tmp_path / "killed")], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     for folder in (".", "round-2"):

@@ -2,12 +2,9 @@
 
 import dataclasses
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +12,14 @@ import pytest
 import click
 import torch
 from click.testing import CliRunner
-from safetensors import safe_open
 
-from conftest import write_toy_pseudo_folder
+from conftest import kill_after_an_epoch, write_toy_pseudo_folder
 from freelabel.pipelines.cli import main
 from freelabel.clip.config import ClipConfig
 from freelabel.errors import FreelabelError
 from freelabel.io import read_classes, read_mask, write_image
 from freelabel.io.files import read_jsonl
+from freelabel.segmenter.checkpoint import read_position
 from freelabel.segmenter.predictor import Segmenter
 from freelabel.segmenter.trainer import TrainConfig, train, train_config
 from freelabel.toy.world import scenes
@@ -39,15 +36,6 @@ def pseudo(tmp_path_factory):
     folder = tmp_path_factory.mktemp("segmenter")
     write_toy_pseudo_folder(folder, 7, 16)
     return folder
-
-
-def _position(run):
-    """The position saved in a run's training state, or None before the first save."""
-    try:
-        with safe_open(str(run / "state.safetensors"), framework="pt") as handle:
-            return json.loads(handle.metadata()["position"])
-    except Exception:  # not written yet, or being replaced
-        return None
 
 
 def _train(pseudo, out, *extra):
@@ -138,16 +126,7 @@ def test_a_killed_training_run_resumes_to_the_same_weights(pseudo, tmp_path):
     done = subprocess.run([*command, "--out", str(tmp_path / "whole")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     # killed from outside once the state of a finished epoch exists, while later epochs run
-    killed = subprocess.Popen([*command, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and killed.poll() is None:
-        if (_position(tmp_path / "killed") or {}).get("epoch", 0) >= 1:
-            break
-        time.sleep(0.05)
-    assert killed.poll() is None, "the run ended before it could be killed"
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait()
+    kill_after_an_epoch([*command, "--out", str(tmp_path / "killed")], tmp_path / "killed")
     assert not (tmp_path / "killed" / "metrics.jsonl").is_file() or len(
         read_jsonl(tmp_path / "killed" / "metrics.jsonl")) < 3
     resumed = subprocess.run([*command, "--out", str(tmp_path / "killed")], capture_output=True, text=True)
@@ -228,7 +207,7 @@ def test_max_minutes_stops_with_a_resumable_state_and_real_masks_validate(pseudo
                           batch_size=4, workers=0, input_size=32, epochs=2, max_minutes=1e-6,
                           val_masks=str(pseudo / "pseudo"))
     train(pseudo / "pseudo", tmp_path / "run", config)
-    state = _position(tmp_path / "run")
+    state = read_position(tmp_path / "run")
     assert state["step"] == 1 and state["epoch"] == 0  # stopped after its first step
     assert not (tmp_path / "run" / "metrics.jsonl").is_file()
     metrics = train(pseudo / "pseudo", tmp_path / "run", dataclasses.replace(config, max_minutes=None))
