@@ -21,6 +21,8 @@ open_clip.add_model_config(TEST_MODEL_CONFIGS)
 os.environ["FREELABEL_TEXT_CACHE"] = tempfile.mkdtemp(prefix="freelabel-test-text-cache-")
 TEST_MODELS = sorted(p.stem for p in TEST_MODEL_CONFIGS.glob("*.json"))
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+# `freelabel train` flags that keep a run on the tiny models to seconds
+FAST_TRAINING = ["--architecture", "rankseg-small", "--batch-size", "4", "--workers", "0", "--input-size", "32"]
 
 
 @pytest.fixture
@@ -80,3 +82,11 @@ def kill_after_an_epoch(command: list[str], run_dir: Path) -> None:
     assert process.poll() is None, "the run ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+
+
+@pytest.fixture(scope="module")
+def pseudo(tmp_path_factory):
+    """A generate folder (``pseudo/``) of 16 toy scenes made with the tiny CLIP, beside the scenes."""
+    folder = tmp_path_factory.mktemp("pseudo")
+    write_toy_pseudo_folder(folder, 7, 16)
+    return folder

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import write_toy_pseudo_folder
+from conftest import FAST_TRAINING, write_toy_pseudo_folder
 from freelabel.errors import RunStoppedError
 from freelabel.io import read_classes, read_mask, write_classes, write_image, write_mask
 from freelabel.io.files import read_jsonl
@@ -35,7 +35,6 @@ from freelabel.run.masks import FolderOptions, MaskFolder, label_inputs
 from freelabel.segmentation import Segmentation
 
 TINY = ["--model", "test-tiny-vit", "--pretrained", "random"]
-FAST = ["--architecture", "rankseg-small", "--batch-size", "4", "--workers", "0", "--input-size", "32"]
 FREELABEL = str(Path(sys.executable).parent / "freelabel")
 
 
@@ -52,11 +51,11 @@ def world(tmp_path_factory) -> Path:
     and 10."""
     root = tmp_path_factory.mktemp("probes")
     write_toy_pseudo_folder(root, 11, 12)
-    trained = CliRunner().invoke(main, ["train", str(root / "pseudo"), "--out", str(root / "run"), *FAST,
+    trained = CliRunner().invoke(main, ["train", str(root / "pseudo"), "--out", str(root / "run"), *FAST_TRAINING,
                                         "--epochs", "1"])
     assert trained.exit_code == 0, trained.output
     # a run stopped after its first step (as a kill leaves it), to resume with --epochs 2
-    stopped = CliRunner().invoke(main, ["train", str(root / "pseudo"), "--out", str(root / "partial"), *FAST,
+    stopped = CliRunner().invoke(main, ["train", str(root / "pseudo"), "--out", str(root / "partial"), *FAST_TRAINING,
                                         "--epochs", "2", "--max-minutes", "1e-9"])
     assert stopped.exit_code == 0, stopped.output
     background = _texture(48, 64, 0)
@@ -131,7 +130,7 @@ def _to_int(tensors):
 # ---------------------------------------------------------------------------------------------------- train
 
 def _train(setup: Setup, pseudo: Path, out: Path, *extra: str):
-    return _invoke(["train", pseudo, "--out", out, *FAST, "--epochs", "1", *extra])
+    return _invoke(["train", pseudo, "--out", out, *FAST_TRAINING, "--epochs", "1", *extra])
 
 
 def _pseudo_with(setup: Setup, edit: Callable[[Path], None]) -> Path:
@@ -637,8 +636,8 @@ def test_a_real_full_disk(world, small_tmpfs):
     result = subprocess.run([FREELABEL, "predict", str(world / "run"), str(world / "images"), "--out",
                              str(small_tmpfs / "out")], capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    train = subprocess.run([FREELABEL, "train", str(world / "pseudo"), "--out", str(small_tmpfs / "run"), *FAST,
-                            "--epochs", "1"], capture_output=True, text=True)
+    train = subprocess.run([FREELABEL, "train", str(world / "pseudo"), "--out", str(small_tmpfs / "run"),
+                            *FAST_TRAINING, "--epochs", "1"], capture_output=True, text=True)
     assert train.returncode == 1 and "Traceback" not in train.stderr, train.stderr
     assert "No space left" in train.stderr
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import kill_after_an_epoch, write_toy_pseudo_folder
+from conftest import FAST_TRAINING, kill_after_an_epoch
 from freelabel.clip.config import ClipConfig
 from freelabel.io import read_classes, read_mask
 from freelabel.io.files import read_jsonl
@@ -21,20 +21,12 @@ from freelabel.segmenter.rounds import train_rounds
 from freelabel.segmenter.trainer import train_config
 
 FREELABEL = str(Path(sys.executable).parent / "freelabel")
-FAST = ["--architecture", "rankseg-small", "--batch-size", "4", "--workers", "0", "--input-size", "32"]
 TIMING = {"images_per_second", "minutes"}
 
 
-@pytest.fixture(scope="module")
-def pseudo(tmp_path_factory):
-    """A generate folder of 16 toy scenes made with the tiny CLIP."""
-    folder = tmp_path_factory.mktemp("rounds")
-    write_toy_pseudo_folder(folder, 7, 16)
-    return folder
-
 
 def _train(pseudo, out, *extra):
-    return CliRunner().invoke(main, ["train", str(pseudo / "pseudo"), "--out", str(out), *FAST, *extra])
+    return CliRunner().invoke(main, ["train", str(pseudo / "pseudo"), "--out", str(out), *FAST_TRAINING, *extra])
 
 
 def _config(**overrides):
@@ -109,7 +101,8 @@ def test_a_run_stopped_in_round_two_or_extended_reaches_an_unbroken_runs_bytes(p
 
 @pytest.mark.slow
 def test_a_run_killed_in_round_two_resumes_to_an_unbroken_runs_bytes(pseudo, tmp_path):
-    command = [FREELABEL, "train", str(pseudo / "pseudo"), *FAST, "--epochs", "3", "--rounds", "2", "--seed", "3"]
+    command = [FREELABEL, "train", str(pseudo / "pseudo"), *FAST_TRAINING, "--epochs", "3", "--rounds", "2",
+               "--seed", "3"]
     done = subprocess.run([*command, "--out", str(tmp_path / "whole")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     kill_after_an_epoch([*command, "--out", str(tmp_path / "killed")], tmp_path / "killed" / "round-2")

@@ -13,7 +13,7 @@ import click
 import torch
 from click.testing import CliRunner
 
-from conftest import kill_after_an_epoch, write_toy_pseudo_folder
+from conftest import FAST_TRAINING, kill_after_an_epoch
 from freelabel.pipelines.cli import main
 from freelabel.clip.config import ClipConfig
 from freelabel.errors import FreelabelError
@@ -27,19 +27,11 @@ from freelabel.toy.world import scenes
 TINY = ["--model", "test-tiny-vit", "--pretrained", "random"]
 FREELABEL = str(Path(sys.executable).parent / "freelabel")
 # small and fast: 32 px crops of the tiny tower, a few steps
-FAST = ["--architecture", "rankseg-small", "--batch-size", "4", "--workers", "0", "--input-size", "32"]
 
-
-@pytest.fixture(scope="module")
-def pseudo(tmp_path_factory):
-    """A generate folder of 16 toy scenes made with the tiny CLIP."""
-    folder = tmp_path_factory.mktemp("segmenter")
-    write_toy_pseudo_folder(folder, 7, 16)
-    return folder
 
 
 def _train(pseudo, out, *extra):
-    return CliRunner().invoke(main, ["train", str(pseudo / "pseudo"), "--out", str(out), *FAST, *extra])
+    return CliRunner().invoke(main, ["train", str(pseudo / "pseudo"), "--out", str(out), *FAST_TRAINING, *extra])
 
 
 def test_train_writes_a_run_and_predict_reads_it(pseudo, tmp_path):
@@ -122,7 +114,7 @@ def test_loss_falls_on_a_tiny_overfit_set(pseudo, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_training_run_resumes_to_the_same_weights(pseudo, tmp_path):
-    command = [FREELABEL, "train", str(pseudo / "pseudo"), *FAST, "--epochs", "3", "--seed", "3"]
+    command = [FREELABEL, "train", str(pseudo / "pseudo"), *FAST_TRAINING, "--epochs", "3", "--seed", "3"]
     done = subprocess.run([*command, "--out", str(tmp_path / "whole")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     # killed from outside once the state of a finished epoch exists, while later epochs run
@@ -147,7 +139,7 @@ def test_a_killed_training_run_resumes_to_the_same_weights(pseudo, tmp_path):
 def test_torchrun_trains_on_two_cpu_processes(pseudo, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     done = subprocess.run([torchrun, "--nproc-per-node", "2", "--no-python", FREELABEL, "train",
-                           str(pseudo / "pseudo"), "--out", str(tmp_path / "run"), *FAST, "--epochs", "2"],
+                           str(pseudo / "pseudo"), "--out", str(tmp_path / "run"), *FAST_TRAINING, "--epochs", "2"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -155,7 +147,7 @@ def test_torchrun_trains_on_two_cpu_processes(pseudo, tmp_path):
     assert Segmenter.from_run(tmp_path / "run").vocabulary
     # process 0 refuses another run's settings in the folder: every process ends, none waits for it
     refused = subprocess.run([torchrun, "--nproc-per-node", "2", "--no-python", FREELABEL, "train",
-                              str(pseudo / "pseudo"), "--out", str(tmp_path / "run"), *FAST, "--epochs", "2",
+                              str(pseudo / "pseudo"), "--out", str(tmp_path / "run"), *FAST_TRAINING, "--epochs", "2",
                               "--lr", "0.01"], capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "holds another training run" in refused.stderr
 

@@ -142,7 +142,8 @@ def test_key_masks_run_without_importing_open_clip(clip_folder):
     code = ("import sys; from freelabel.pipelines.cli import main; main(sys.argv[1:], standalone_mode=False); "
             "sys.exit('open_clip' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, "video", str(clip_folder / "frames"), "--key-masks",
-                           str(clip_folder / "keys"), "--out", str(clip_folder / "out")], capture_output=True, text=True)
+                           str(clip_folder / "keys"), "--out", str(clip_folder / "out")],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr or "open_clip was imported"
     assert len(list((clip_folder / "out").glob("*.png"))) == 12
 
