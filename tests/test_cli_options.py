@@ -42,7 +42,7 @@ FLAGS = {
     "classify": f"--vocab --out --preset {SELECTION} --overwrite --max-pixels {ENGINE} {CLIP}",
     "generate": (f"--labels --vocab {SELECTION} --out --save-scores --overlay --overwrite --max-pixels {LABELER} "
                  f"{ENGINE} {CLIP}"),
-    "tune": f"--masks --classes --out --holdout --workers --rounds {LABELER} {CLIP}",
+    "tune": f"--masks --classes --out --holdout --workers --rounds --methods {LABELER} {CLIP}",
     "evaluate": "--pred --gt --classes --json --allow-missing",
     "train": ("--out --images --architecture --epochs --max-minutes --batch-size --lr --backbone-lr-scale "
               "--input-size --crop-size --top-k --rank-norm --no-rank-norm --holdout-labels --val-fraction "
