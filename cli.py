@@ -261,9 +261,7 @@ def labeler_options(command: Callable) -> Callable:
     """Every ``LabelerConfig`` setting, PAMR's and the CRF's included (``--pamr/--no-pamr``, ``--pamr-<field>``,
     ``--crf/--no-crf``, ``--crf-<field>``), as an option that overrides one field of the preset; they arrive as an
     ``overrides`` dict (``LabelerConfig.with_overrides``'s keys)."""
-    from freelabel.pseudo.config import LabelerConfig
-    from freelabel.pseudo.crf import CrfConfig
-    from freelabel.pseudo.pamr import PamrConfig
+    from freelabel.pseudo.config import CrfConfig, LabelerConfig, PamrConfig
 
     return config_options(LabelerConfig, into="overrides")(
         config_options(PamrConfig, prefix="pamr", into="overrides")(

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freelabel.pseudo.crf import CrfConfig, refine
+from freelabel.pseudo.config import CrfConfig
+from freelabel.pseudo.crf import refine
 from freelabel.io import IGNORE_INDEX, read_classes, read_image, read_mask
 from freelabel.metrics import ConfusionMatrix
 

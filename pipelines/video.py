@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
-import torch
 
 from freelabel.cards import resolve_preset
 from freelabel.clip.config import ClipConfig
@@ -27,11 +26,9 @@ from freelabel.io.files import provenance
 from freelabel.io.images import MAX_PIXELS, ImageReadError
 from freelabel.io.labels import (LabelError, check_label, class_lookup, read_classes, read_label_vocabulary)
 from freelabel.io.masks import IGNORE_INDEX, blend_mask, read_mask, write_mask
-from freelabel.pseudo.config import LabelerConfig
-from freelabel.pseudo.crf import CrfConfig
+from freelabel.pseudo.config import CrfConfig, LabelerConfig
 from freelabel.run.folder import JobFolder, failure
 from freelabel.run.model import load_image_segmenter
-from freelabel.segmenter.checkpoint import MODEL, file_digest, final_round, read_run
 from freelabel.video.frames import Frame, frame_names, is_video, read_frames
 from freelabel.video.propagate import PropagationConfig, Propagator, one_hot
 
@@ -76,9 +73,9 @@ class VideoConfig:
 
 @dataclass
 class _Key:
-    """A key frame: its probabilities over the run's classes (C, H, W) and the mask written for it."""
+    """A key frame: its probabilities over the run's classes ((C, H, W) float32) and the mask written for it."""
 
-    probabilities: torch.Tensor
+    probabilities: np.ndarray
     mask: np.ndarray
 
 
@@ -253,6 +250,9 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
     """Masks for every frame of ``frames_path`` from one label list for the clip: every ``key_interval``-th frame
     and the last are segmented by the image pipeline (the ``Labeler`` with the model's preset, or the segmenter
     of ``config.checkpoint``), the others get the key frames' probabilities carried by flow. Returns the manifest."""
+    # a checkpoint's module needs torch, which the key-mask mode never imports
+    from freelabel.segmenter.checkpoint import MODEL, file_digest, final_round, read_run
+
     config = config or VideoConfig()
     frames_path, out = Path(frames_path), Path(out)
     frame_names(frames_path)  # a folder of frames or a video, checked before any model loads
@@ -287,8 +287,8 @@ def video_labels(frames_path: str | Path, labels_spec: str, out: str | Path, con
         model.set_image(frame.pixels)
         result = model.segment(labels)
         to_classes = class_lookup(["background", *result.labels], classes, unknown=IGNORE_INDEX)
-        probabilities = torch.zeros(len(classes), *frame.pixels.shape[:2])
-        probabilities[to_classes[:len(result.labels) + 1]] = torch.from_numpy(result.probabilities)
+        probabilities = np.zeros((len(classes), *frame.pixels.shape[:2]), dtype=np.float32)
+        probabilities[to_classes[:len(result.labels) + 1]] = result.probabilities
         return _Key(probabilities, to_classes[result.mask].astype(np.uint8))
 
     manifest = {"config": asdict(config), "frames": str(frames_path), "labels": labels}

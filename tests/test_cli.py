@@ -154,8 +154,7 @@ def test_evaluate_refuses_missing_predictions_unless_allowed(tmp_path):
 def test_every_labeler_and_crf_setting_has_a_flag():
     import dataclasses
 
-    from freelabel.pseudo.config import LabelerConfig
-    from freelabel.pseudo.crf import CrfConfig
+    from freelabel.pseudo.config import CrfConfig, LabelerConfig
 
     for command in ("generate", "tune"):
         flags = {opt for param in main.get_command(click.Context(main), command).params for opt in param.opts}

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from freelabel.errors import ConfigError
-from freelabel.pseudo.crf import CrfConfig, refine
+from freelabel.pseudo.config import CrfConfig
+from freelabel.pseudo.crf import refine
 
 
 def _blurred_square(size=48, device="cpu"):

@@ -9,10 +9,9 @@ import torch
 
 from freelabel.clip.dense import DenseClipEncoder, LastBlock, neighbourhood_prior
 from freelabel.clip.loading import load_clip
-from freelabel.pseudo.config import METHODS, LabelerConfig
+from freelabel.pseudo.config import METHODS, LabelerConfig, PamrConfig
 from freelabel.pseudo.labeler import Labeler
 from freelabel.pseudo.maps import dense_path
-from freelabel.pseudo.pamr import PamrConfig
 from freelabel.toy.world import scenes
 
 

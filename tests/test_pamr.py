@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from freelabel.errors import ConfigError
-from freelabel.pseudo.pamr import PamrConfig, pamr, pamr_affinities
+from freelabel.pseudo.config import PamrConfig
+from freelabel.pseudo.pamr import pamr, pamr_affinities
 
 
 def _offset_edge(device="cpu", edge=20, coarse_edge=27, size=48):

@@ -6,8 +6,7 @@ from freelabel.cards import (CARD_DIR as PRESET_DIR, Preset, default_preset, mod
                              resolve_preset, write_preset)
 from freelabel.clip.loading import TOY_MODEL
 from freelabel.errors import ConfigError
-from freelabel.pseudo.config import LabelerConfig
-from freelabel.pseudo.crf import CrfConfig
+from freelabel.pseudo.config import CrfConfig, LabelerConfig
 from freelabel.pseudo.labeler import Labeler
 
 

@@ -1,16 +1,18 @@
 """Which CLIP to load and on what device: the settings every model-using command shares.
 
 Apart from ``freelabel.clip.loading`` (which imports open_clip) so that a config, and a command's options built
-from it, cost no open_clip import."""
+from it, cost no open_clip import; torch is imported only to check a device other than the CPU."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from freelabel.config import option
 from freelabel.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -29,12 +31,15 @@ class ClipConfig:
                                     "$FREELABEL_TEXT_CACHE, else ~/.cache/freelabel/text-embeddings.")
 
     def __post_init__(self) -> None:
-        check_device(self.device)
+        if self.device != "cpu":  # always there; checking it would import torch into commands that run no model
+            check_device(self.device)
 
 
 def check_device(device: str | torch.device) -> torch.device:
     """The torch device named by ``device``; ``ConfigError`` for a malformed name or a CUDA device this machine
     does not have."""
+    import torch
+
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):

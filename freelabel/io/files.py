@@ -63,10 +63,9 @@ def read_json(path: str | os.PathLike) -> Mapping:
 
 def provenance() -> dict[str, object]:
     """Versions of what produced an output, stored beside it."""
-    import torch
-
-    # open_clip's from its installed metadata: importing it costs seconds a command without CLIP never needs
-    return {"versions": {"freelabel": __version__, "torch": torch.__version__,
+    # torch's and open_clip's from their installed metadata: importing them costs seconds that a command without a
+    # model never needs
+    return {"versions": {"freelabel": __version__, "torch": importlib.metadata.version("torch"),
                          "open_clip": importlib.metadata.version("open_clip_torch"),
                          "numpy": np.__version__, "python": platform.python_version()}}
 

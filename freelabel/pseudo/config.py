@@ -1,5 +1,6 @@
 """The settings of the pseudo-mask stages, validated when they are made: ``LabelerConfig`` (maps, views, fusion,
-mask) and ``SelectionConfig`` (which labels of a vocabulary an image shows)."""
+mask) with its refinements ``CrfConfig`` and ``PamrConfig``, and ``SelectionConfig`` (which labels of a vocabulary
+an image shows). Free of torch, so that a command that only reads settings starts fast."""
 
 from __future__ import annotations
 
@@ -10,9 +11,62 @@ from typing import Any, Mapping
 
 from freelabel.config import option
 from freelabel.errors import ConfigError
-from freelabel.pseudo.crf import CrfConfig
-from freelabel.pseudo.fusion import FUSIONS
-from freelabel.pseudo.pamr import PamrConfig
+
+FUSIONS = ("softmin", "mean", "max")
+BACKENDS = ("pydensecrf", "torch")
+
+
+@dataclass
+class CrfConfig:
+    """Dense CRF parameters (pixel units for ``*_sxy``, 0-255 intensity units for ``bilateral_srgb``).
+
+    The defaults are the library's default preset for real CLIPs: a ViT's maps are patch classifiers, so they were
+    chosen on COCO-Object val maps whose 1/16 cells hold only their majority class (``benchmarks/crf_coco.py --tune
+    --coarse majority``, 40 points on the even-indexed half); they are not verified on real CLIP maps.
+    """
+
+    backend: str = option("pydensecrf", choices=BACKENDS, help="CRF implementation: pydensecrf (exact, CPU) or "
+                          "torch (local window, batched, on the labeler's device).")
+    # 3, 5 and 10 score alike on COCO; each costs time
+    iterations: int = option(3, help="Mean-field iterations.")
+    gaussian_sxy: float = option(3.0, help="Spatial std of the smoothness kernel (px).")
+    gaussian_compat: float = option(1.0, help="Weight of the smoothness kernel (0 = off).")
+    bilateral_sxy: float = option(10.0, help="Spatial std of the appearance kernel (px).")
+    bilateral_srgb: float = option(6.0, help="Colour std of the appearance kernel (0-255).")
+    bilateral_compat: float = option(3.0, help="Weight of the appearance kernel (0 = off).")
+    window: int = option(9, help="torch backend: neighbourhood side on the downsampled grid (odd).")
+    downsample: int = option(4, help="torch backend: messages are passed on a grid this many times coarser.")
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown CRF backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.window < 1 or self.window % 2 == 0:
+            raise ConfigError(f"CRF window must be a positive odd number, got {self.window}")
+        for name in ("iterations", "downsample"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"CRF {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"CRF {name} must be positive, got {getattr(self, name)}")
+        for name in ("gaussian_compat", "bilateral_compat"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"CRF {name} must be at least 0, got {getattr(self, name)}")
+
+
+@dataclass
+class PamrConfig:
+    """PAMR's settings; the defaults are those SCLIP and NACLIP refine their maps with."""
+
+    iterations: int = option(10, help="Times the probabilities are averaged over the neighbours.")
+    dilations: tuple[int, ...] = option((8, 16), help="Distances (px) of the 8 neighbours of each ring, e.g. '8,16'.")
+
+    def __post_init__(self) -> None:
+        self.dilations = tuple(self.dilations)
+        if self.iterations < 1:
+            raise ConfigError(f"PAMR iterations must be at least 1, got {self.iterations}")
+        if not self.dilations or any(d < 1 for d in self.dilations):
+            raise ConfigError(f"PAMR dilations must be one or more positive distances, got {self.dilations}")
+
 
 # the forward-only methods (a variant of the tower's last blocks each, freelabel.pseudo.maps.VARIANTS) and relevance
 METHODS = ("surgery", "naclip", "sclip", "clearclip", "relevance")

@@ -7,53 +7,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freelabel.config import option
-from freelabel.errors import ConfigError
-
-BACKENDS = ("pydensecrf", "torch")
-
-
-@dataclass
-class CrfConfig:
-    """Dense CRF parameters (pixel units for ``*_sxy``, 0-255 intensity units for ``bilateral_srgb``).
-
-    The defaults are the library's default preset for real CLIPs: a ViT's maps are patch classifiers, so they were
-    chosen on COCO-Object val maps whose 1/16 cells hold only their majority class (``benchmarks/crf_coco.py --tune
-    --coarse majority``, 40 points on the even-indexed half); they are not verified on real CLIP maps.
-    """
-
-    backend: str = option("pydensecrf", choices=BACKENDS, help="CRF implementation: pydensecrf (exact, CPU) or "
-                          "torch (local window, batched, on the labeler's device).")
-    # 3, 5 and 10 score alike on COCO; each costs time
-    iterations: int = option(3, help="Mean-field iterations.")
-    gaussian_sxy: float = option(3.0, help="Spatial std of the smoothness kernel (px).")
-    gaussian_compat: float = option(1.0, help="Weight of the smoothness kernel (0 = off).")
-    bilateral_sxy: float = option(10.0, help="Spatial std of the appearance kernel (px).")
-    bilateral_srgb: float = option(6.0, help="Colour std of the appearance kernel (0-255).")
-    bilateral_compat: float = option(3.0, help="Weight of the appearance kernel (0 = off).")
-    window: int = option(9, help="torch backend: neighbourhood side on the downsampled grid (odd).")
-    downsample: int = option(4, help="torch backend: messages are passed on a grid this many times coarser.")
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown CRF backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
-        if self.window < 1 or self.window % 2 == 0:
-            raise ConfigError(f"CRF window must be a positive odd number, got {self.window}")
-        for name in ("iterations", "downsample"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"CRF {name} must be at least 1, got {getattr(self, name)}")
-        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"CRF {name} must be positive, got {getattr(self, name)}")
-        for name in ("gaussian_compat", "bilateral_compat"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"CRF {name} must be at least 0, got {getattr(self, name)}")
+from freelabel.pseudo.config import CrfConfig
 
 
 def check_refinement_inputs(probabilities: torch.Tensor, images: torch.Tensor) -> None:

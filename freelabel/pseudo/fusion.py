@@ -6,7 +6,7 @@ import math
 
 import torch
 
-FUSIONS = ("softmin", "mean", "max")
+from freelabel.pseudo.config import FUSIONS
 
 
 def fuse(maps: torch.Tensor, how: str = "softmin", temperature: float = 0.1) -> torch.Tensor:

@@ -4,30 +4,13 @@ relative to the local colour spread. Batched, on any torch device."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from freelabel.config import option
-from freelabel.errors import ConfigError
+from freelabel.pseudo.config import PamrConfig
 from freelabel.pseudo.crf import check_refinement_inputs
-
-
-@dataclass
-class PamrConfig:
-    """PAMR's settings; the defaults are those SCLIP and NACLIP refine their maps with."""
-
-    iterations: int = option(10, help="Times the probabilities are averaged over the neighbours.")
-    dilations: tuple[int, ...] = option((8, 16), help="Distances (px) of the 8 neighbours of each ring, e.g. '8,16'.")
-
-    def __post_init__(self) -> None:
-        self.dilations = tuple(self.dilations)
-        if self.iterations < 1:
-            raise ConfigError(f"PAMR iterations must be at least 1, got {self.iterations}")
-        if not self.dilations or any(d < 1 for d in self.dilations):
-            raise ConfigError(f"PAMR dilations must be one or more positive distances, got {self.dilations}")
 
 
 def _offsets(dilations: tuple[int, ...], center: bool) -> Iterator[tuple[int, int]]:

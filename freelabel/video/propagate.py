@@ -12,15 +12,17 @@ import functools
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from freelabel.config import option
 from freelabel.errors import ConfigError
 from freelabel.io.masks import IGNORE_INDEX
-from freelabel.pseudo.crf import CrfConfig, refine
+from freelabel.pseudo.config import CrfConfig
 from freelabel.video.flow import FlowConfig, OpticalFlow
+
+# OpenCV's most channels in one image (CV_CN_MAX); more classes are warped in slices
+MAX_CHANNELS = 512
 
 
 @dataclass
@@ -54,20 +56,26 @@ class PropagationConfig:
                 raise ConfigError(f"{name} must be in [0, 1], got {value}")
 
 
-def warp(values: torch.Tensor, flow: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backward warping: ``out[:, y, x] = values[:, y + flow[y, x, 1], x + flow[y, x, 0]]`` (bilinear).
+def warp(values: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Backward warping: ``out[y, x] = values[y + flow[y, x, 1], x + flow[y, x, 0]]`` (bilinear, OpenCV's remap at
+    1/32 pixel; outside the frame, its border values).
 
-    values: (C, H, W) float of the source frame. flow: (H, W, 2) float32, from each target pixel to where it is
-    in the source. Returns the warped (C, H, W) values and (H, W) bool: True where the source point is inside it.
+    values: (H, W, C) float32 of the source frame, channels last as OpenCV keeps them. flow: (H, W, 2) float32, from
+    each target pixel to where it is in the source. Returns the warped (H, W, C) float32 values and (H, W) bool:
+    True where the source point is inside the frame.
     """
     height, width = flow.shape[:2]
     ys, xs = _pixel_grid(height, width)
     x, y = xs + flow[..., 0], ys + flow[..., 1]
-    inside = torch.from_numpy((x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5))
-    grid = torch.from_numpy(np.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], axis=-1))[None]
-    out = F.grid_sample(values[None].float(), grid.to(values.device), mode="bilinear", padding_mode="border",
-                        align_corners=False)[0]
-    return out, inside.to(values.device)
+    inside = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+    # fixed-point maps made once serve every slice of channels
+    map_xy, map_fraction = cv2.convertMaps(x, y, cv2.CV_16SC2)
+    slices = [cv2.remap(np.ascontiguousarray(values[..., i:i + MAX_CHANNELS]), map_xy, map_fraction,
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+              for i in range(0, values.shape[-1], MAX_CHANNELS)]
+    # OpenCV drops a single channel's axis
+    slices = [s[..., None] if s.ndim == 2 else s for s in slices]
+    return (slices[0] if len(slices) == 1 else np.concatenate(slices, axis=-1)), inside
 
 
 @functools.lru_cache(maxsize=2)
@@ -80,56 +88,54 @@ def _pixel_grid(height: int, width: int) -> np.ndarray:
 
 def consistent(backward: np.ndarray, forward_there: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     """Forward-backward check for a target frame: backward (H, W, 2) flow from target to source; forward_there
-    (2, H, W): the flow from source to target sampled where ``backward`` points (``warp`` of the forward flow by
+    (H, W, 2): the flow from source to target sampled where ``backward`` points (``warp`` of the forward flow by
     ``backward``). Returns (H, W) bool: True where following ``backward`` and then the forward flow comes back within
     the tolerance."""
-    backward = backward.transpose(2, 0, 1)
     loop = backward + forward_there
 
-    def squared_length(vectors: np.ndarray) -> np.ndarray:  # of (2, H, W) vectors; numpy's sum over 2 is slow
-        return vectors[0] ** 2 + vectors[1] ** 2
+    def squared_length(vectors: np.ndarray) -> np.ndarray:  # of (H, W, 2) vectors; numpy's sum over 2 is slow
+        return vectors[..., 0] ** 2 + vectors[..., 1] ** 2
 
     tolerance = alpha * (squared_length(backward) + squared_length(forward_there)) + beta
     return squared_length(loop) < tolerance
 
 
-def one_hot(mask: np.ndarray, num_classes: int) -> torch.Tensor:
+def one_hot(mask: np.ndarray, num_classes: int) -> np.ndarray:
     """(H, W) class indices (255 = unknown) -> (num_classes, H, W) float32 probabilities; unknown pixels get a
     uniform distribution."""
-    labels = torch.from_numpy(mask.astype(np.int64))
-    unknown = labels == IGNORE_INDEX
-    probabilities = F.one_hot(labels.clamp(max=num_classes - 1), num_classes).permute(2, 0, 1).float()
-    probabilities[:, unknown] = 1.0 / num_classes
-    return probabilities
+    probabilities = np.eye(num_classes, dtype=np.float32)[np.minimum(mask, num_classes - 1)]
+    probabilities[mask == IGNORE_INDEX] = 1.0 / num_classes
+    return probabilities.transpose(2, 0, 1)
 
 
 class Propagator:
     """Propagates key-frame probabilities over the frames between, one gap at a time (only that gap's frames are
-    held in memory)."""
+    held in memory). Flow, warps and blends run in OpenCV and numpy: without refinement, no torch is imported."""
 
-    def __init__(self, config: PropagationConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, config: PropagationConfig | None = None, device: str = "cpu"):
         """device: where the CRF refines the propagated frames (the labeler's); flow and warps run on the CPU."""
         self.config = config or PropagationConfig()
-        self.device = torch.device(device)
+        self.device = device
         self.flow = OpticalFlow(self.config.flow)
         self._flows: dict[tuple[int, int], np.ndarray] = {}
 
-    def _chain(self, frames: Sequence[np.ndarray], order: Sequence[int], start: torch.Tensor
-               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Warp ``start`` (the probabilities of ``frames[order[0]]``) along ``order`` step by step. Returns, for
-        ``order[1:]``, the probabilities and (H, W) bool validity (inside, consistent all along the way)."""
+    def _chain(self, frames: Sequence[np.ndarray], order: Sequence[int], start: np.ndarray
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Warp ``start`` (the (H, W, C) probabilities of ``frames[order[0]]``) along ``order`` step by step.
+        Returns, for ``order[1:]``, the (H, W, C) probabilities and (H, W) bool validity (inside, consistent all
+        along the way)."""
         config = self.config
-        valid = torch.ones(start.shape[1:], dtype=torch.bool)
+        channels = start.shape[-1]
+        valid = np.ones(start.shape[:2], dtype=bool)
         current, out = start, []
         for source, target in zip(order, order[1:]):
             backward, forward = self._flow(frames, target, source), self._flow(frames, source, target)
             # the validity map, and the forward flow the check samples, travel as more channels of the same warp
-            forward_channels = torch.from_numpy(forward.transpose(2, 0, 1))
-            warped, inside = warp(torch.cat([current, valid[None].float(), forward_channels]), backward)
-            current, carried, forward_there = warped[:-3], warped[-3] > 0.5, warped[-2:].numpy()
-            check = torch.from_numpy(consistent(backward, forward_there, config.consistency_alpha,
-                                                config.consistency_beta))
-            valid = carried & inside & check
+            warped, inside = warp(np.concatenate([current, valid[..., None].astype(np.float32), forward], axis=-1),
+                                  backward)
+            current, carried, forward_there = warped[..., :channels], warped[..., channels] > 0.5, warped[..., -2:]
+            valid = carried & inside & consistent(backward, forward_there, config.consistency_alpha,
+                                                  config.consistency_beta)
             out.append((current, valid))
         return out
 
@@ -139,15 +145,15 @@ class Propagator:
             self._flows[(a, b)] = self.flow(frames[a], frames[b])
         return self._flows[(a, b)]
 
-    def between(self, frames: Sequence[np.ndarray], first: torch.Tensor | None, last: torch.Tensor | None
-                ) -> list[tuple[torch.Tensor, np.ndarray]]:
+    def between(self, frames: Sequence[np.ndarray], first: np.ndarray | None, last: np.ndarray | None
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Probabilities and masks for the frames of one gap that are not key frames.
 
-        frames: (H, W, 3) uint8 RGB frames in order. first: (C, H, W) float probabilities of ``frames[0]`` if it is
-        a key frame, else None (a gap before the first key frame); last: the same for ``frames[-1]`` (None: a gap
+        frames: (H, W, 3) uint8 RGB frames in order. first: (C, H, W) float32 probabilities of ``frames[0]`` if it
+        is a key frame, else None (a gap before the first key frame); last: the same for ``frames[-1]`` (None: a gap
         after the last key frame). Returns per frame that is not a key frame (``frames[1:-1]`` between two key
-        frames): the (C, H, W) blend of the chains that reach it, weighted by temporal distance and validity (by
-        temporal distance alone where none does; refined if ``config.crf``: the gap's frames as one batch, on
+        frames): the (C, H, W) float32 blend of the chains that reach it, weighted by temporal distance and validity
+        (by temporal distance alone where none does; refined if ``config.crf``: the gap's frames as one batch, on
         ``device``), and the (H, W) uint8 mask (255 = not confident).
         """
         if first is None and last is None:
@@ -155,49 +161,64 @@ class Propagator:
         start, end = (1 if first is not None else 0), (len(frames) - 1 if last is not None else len(frames))
         if end <= start:
             return []
-        self._flows: dict[tuple[int, int], np.ndarray] = {}
+        self._flows = {}
         span = len(frames) - 1
         chains = []  # (probabilities and validity of frames[start:end], weight of frame t)
         if first is not None:
-            chains.append((self._chain(frames, range(0, end), first)[start - 1:], lambda t: (span - t) / span))
+            chains.append((self._chain(frames, range(0, end), _channels_last(first))[start - 1:],
+                           lambda t: (span - t) / span))
         if last is not None:
-            backward = self._chain(frames, range(span, start - 1, -1), last)[::-1]
+            backward = self._chain(frames, range(span, start - 1, -1), _channels_last(last))[::-1]
             chains.append((backward, lambda t: t / span))
         self._flows = {}
         blends, reached = [], []
         for i, t in enumerate(range(start, end)):
             temporal = [weight(t) if len(chains) == 2 else 1.0 for _, weight in chains]
-            warped = [chain[i][0] for chain, _ in chains]
-            blended, valid = self._blend(warped, temporal, [chain[i][1] for chain, _ in chains])
+            blended, valid = self._blend([chain[i][0] for chain, _ in chains], temporal,
+                                         [chain[i][1] for chain, _ in chains])
             blends.append(blended)
             reached.append(valid)
-        probabilities = torch.stack(blends)
-        if self.config.crf is not None:  # the gap's frames in one call: the torch backend refines them as a batch
-            images = torch.from_numpy(np.stack(frames[start:end])).to(self.device)
-            probabilities = refine(probabilities.to(self.device), images, self.config.crf).cpu()
+        probabilities = np.stack(blends)  # (B, H, W, C)
+        if self.config.crf is not None:
+            probabilities = self._refine(probabilities, frames[start:end])
         results = []
         for blended, valid in zip(probabilities, reached):
-            confidence, mask = blended.max(dim=0)
-            mask = mask.to(torch.uint8)
+            confidence, mask = blended.max(axis=-1), blended.argmax(axis=-1).astype(np.uint8)
             mask[valid & (confidence < self.config.min_confidence)] = IGNORE_INDEX
             fallback = self.config.flagged_min_confidence
             mask[~valid if fallback is None else ~valid & (confidence < fallback)] = IGNORE_INDEX
-            results.append((blended, mask.numpy()))
+            results.append((blended.transpose(2, 0, 1), mask))
         return results
 
+    def _refine(self, probabilities: np.ndarray, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """The CRF on a gap's (B, H, W, C) blends and their (H, W, 3) frames, in one call (the torch backend refines
+        them as a batch, on ``device``). Returns (B, H, W, C) float32."""
+        import torch  # only refinement needs torch: a run without it starts in a fraction of the time
+
+        from freelabel.pseudo.crf import refine
+
+        images = torch.from_numpy(np.stack(frames)).to(self.device)
+        batch = torch.from_numpy(np.ascontiguousarray(probabilities.transpose(0, 3, 1, 2))).to(self.device)
+        return refine(batch, images, self.config.crf).cpu().numpy().transpose(0, 2, 3, 1)
+
     @staticmethod
-    def _blend(probabilities: list[torch.Tensor], temporal: list[float], valid: list[torch.Tensor]
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weighted mean of the chains' (C, H, W) probabilities, weights = temporal x (H, W) bool validity; where
+    def _blend(probabilities: list[np.ndarray], temporal: list[float], valid: list[np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted mean of the chains' (H, W, C) probabilities, weights = temporal x (H, W) bool validity; where
         no chain is valid, the temporal weights alone (the blend regardless of the check). Returns the blend and
         (H, W) bool: where some chain is valid."""
-        weights = torch.stack([w * v for w, v in zip(temporal, valid)])
-        total = weights.sum(dim=0)
+        weights = np.stack([np.float32(w) * v for w, v in zip(temporal, valid)])
+        total = weights.sum(axis=0)
         reached = total > 0
         # the weights are normalised on (H, W) before they meet the C channels: one pass over those
-        fallback = torch.tensor(temporal)[:, None, None] / sum(temporal)
-        weights = torch.where(reached, weights / total.clamp(min=1e-6), fallback)
-        blend = probabilities[0] * weights[0]
+        fallback = np.asarray(temporal, dtype=np.float32)[:, None, None] / sum(temporal)
+        weights = np.where(reached, weights / np.maximum(total, 1e-6), fallback).astype(np.float32)
+        blend = probabilities[0] * weights[0][..., None]
         for chain, weight in zip(probabilities[1:], weights[1:]):
-            blend.addcmul_(chain, weight)
+            blend += chain * weight[..., None]
         return blend, reached
+
+
+def _channels_last(probabilities: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> contiguous (H, W, C) float32, the layout OpenCV warps."""
+    return np.ascontiguousarray(probabilities.transpose(1, 2, 0), dtype=np.float32)
