@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -19,6 +21,7 @@ os.environ["FREELABEL_MODEL_CONFIGS"] = str(TEST_MODEL_CONFIGS)
 open_clip.add_model_config(TEST_MODEL_CONFIGS)
 # label embeddings are cached on disk by default: tests keep theirs out of the user's home
 os.environ["FREELABEL_TEXT_CACHE"] = tempfile.mkdtemp(prefix="freelabel-test-text-cache-")
+atexit.register(shutil.rmtree, os.environ["FREELABEL_TEXT_CACHE"], ignore_errors=True)
 TEST_MODELS = sorted(p.stem for p in TEST_MODEL_CONFIGS.glob("*.json"))
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 # `freelabel train` flags that keep a run on the tiny models to seconds
