@@ -7,8 +7,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from freelabel.pseudo.labeler import Labeler
-from freelabel.run.engines import create_engine
+from freelabel.run.engines import create_engine, model_factory
+from freelabel.run.model import labeler_on
 from freelabel.run.selection import ClassifyConfig, select_folder
 
 
@@ -22,6 +22,7 @@ def classify_folder(images_dir: str | Path, vocabulary_spec: str, out: str | Pat
     config = config or ClassifyConfig()
     selection, labeler_config = config.settings()
 
+    engine = create_engine(config.engine, config.clip.model, config.clip.device)
     return select_folder(Path(images_dir), vocabulary_spec, Path(out), config, selection, labeler_config,
-                         functools.partial(Labeler, clip_config=config.clip, config=labeler_config),
-                         create_engine(config.engine, config.clip.model, config.clip.device))
+                         model_factory(functools.partial(labeler_on, config.clip, labeler_config), config.engine,
+                                       config.clip.device), engine)

@@ -13,11 +13,10 @@ from freelabel.clip.config import ClipConfig
 from freelabel.config import option
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
-from freelabel.pseudo.labeler import Labeler
-from freelabel.run.engine import OncePerProcess
-from freelabel.run.engines import EngineConfig, create_engine, engine_option
+from freelabel.run.engines import EngineConfig, create_engine, engine_option, model_factory
 from freelabel.run.folder import check_out_dir
 from freelabel.run.masks import FolderOptions, MaskFolder, read_inputs
+from freelabel.run.model import labeler_on
 from freelabel.run.selection import LABELS, ClassifyConfig, select_folder, selection_inputs, selection_settings
 
 
@@ -74,8 +73,9 @@ def generate(images_dir: str | Path, labels_spec: str | None, out: str | Path, c
 
     # the one Labeler (and CLIP) of this process, built on first use (after every check), then shared by selection
     # and masks; an engine's workers build their own
-    labeler = OncePerProcess(functools.partial(Labeler, clip_config=config.clip, config=labeler_config))
     engine = create_engine(config.engine, config.clip.model, config.clip.device)
+    labeler = model_factory(functools.partial(labeler_on, config.clip, labeler_config), config.engine,
+                            config.clip.device)
 
     manifest = {"config": asdict(config), "preset": preset.to_dict(), "labeler": labeler_config.to_dict(),
                 "images_dir": str(images_dir), "labels": labels_spec}

@@ -12,7 +12,7 @@ from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import MAX_PIXELS
 from freelabel.io.labels import LabelError, check_label, read_label_vocabulary
 from freelabel.io.masks import IGNORE_INDEX
-from freelabel.run.engines import EngineConfig, create_engine, engine_option
+from freelabel.run.engines import EngineConfig, create_engine, engine_option, model_factory
 from freelabel.run.folder import image_names
 from freelabel.run.masks import FolderOptions, Inputs, MaskFolder, read_inputs
 from freelabel.segmenter.checkpoint import MODEL, file_digest, final_round, read_run
@@ -87,6 +87,7 @@ def predict(run_dir: str | Path, images_dir: str | Path, out: str | Path, labels
     device = run_device(run, config.device)
     engine = create_engine(config.engine, run["clip"]["model"], device)
     # round_number=1: run_dir is already the round's own folder
-    return folder.run(functools.partial(Segmenter.from_run, run_dir, device, vocabulary=extra, top_k=config.top_k,
-                                        round_number=1), manifest, engine)
+    return folder.run(model_factory(functools.partial(Segmenter.from_run, run_dir, vocabulary=extra,
+                                                      top_k=config.top_k, round_number=1), config.engine, device),
+                      manifest, engine)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import FAST_TRAINING
 from freelabel.pipelines.cli import main
 from freelabel.io import read_classes, read_image, read_mask, write_image
 from freelabel.toy.world import CLASS_NAMES, scenes
@@ -195,3 +196,31 @@ def test_invalid_toy_and_classify_options_are_one_error_line(tmp_path, args):
     out = tmp_path / "out"
     args = [str(tmp_path / "images") if a == "IMAGES" else a for a in args] + ["--out", str(out)]
     _assert_one_error_line(CliRunner().invoke(main, args), out)
+
+
+def test_a_device_this_machine_lacks_is_one_error_line_before_any_work_in_every_model_command(tmp_path, pseudo):
+    """The device's name is checked with the settings; whether this machine has it, where the model runs (a Ray
+    run's workers may have GPUs its driver lacks): for every command that runs a model here, before any output."""
+    missing = "cuda:63"
+    write_image(tmp_path / "images" / "a.png", np.zeros((16, 16, 3), np.uint8))
+    run = tmp_path / "run"
+    trained = CliRunner().invoke(main, ["train", str(pseudo / "pseudo"), "--out", str(run), *FAST_TRAINING,
+                                        "--epochs", "1"])
+    assert trained.exit_code == 0, trained.output
+    images, toy = str(tmp_path / "images"), ["--model", "freelabel-toy"]
+    commands = {
+        "generate": ["generate", images, "--labels", "cat", *toy],
+        "generate --vocab": ["generate", images, "--vocab", "cat,dog", *toy],
+        "classify": ["classify", images, "--vocab", "cat,dog", *toy],
+        "predict": ["predict", str(run), images],
+        "query": ["query", str(tmp_path / "images" / "a.png"), "cat", *toy],
+        "video": ["video", images, "--labels", "cat", *toy],
+        "tune": ["tune", str(pseudo / "images"), "--masks", str(pseudo / "pseudo"), "--classes",
+                 str(pseudo / "pseudo" / "classes.txt"), *toy],
+        "train": ["train", str(pseudo / "pseudo"), *FAST_TRAINING],
+    }
+    for name, args in commands.items():
+        out = tmp_path / f"out-{name.replace(' ', '')}"
+        result = CliRunner().invoke(main, [*args, "--out", str(out), "--device", missing])
+        assert missing in result.output, (name, result.output)
+        _assert_one_error_line(result, out)

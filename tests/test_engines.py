@@ -12,7 +12,7 @@ import pytest
 from freelabel.errors import ConfigError, FreelabelError
 from freelabel.io.images import ImageReadError
 from freelabel.run.engine import OncePerProcess, batches
-from freelabel.run.engines import EngineConfig, create_engine
+from freelabel.run.engines import EngineConfig, create_engine, driver_device, model_factory
 from freelabel.run.job import ImageJob, MaskWorker
 from freelabel.run.local import LocalEngine
 from freelabel.run.masks import FolderOptions, MaskFolder, label_inputs
@@ -156,3 +156,23 @@ def test_generate_in_batches_writes_what_it_writes_image_by_image(tmp_path, crf_
         assert generate(data / "images", str(data / "labels.json"), out, config)["summary"]["done"] == 7
         outputs[batch_size] = {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
     assert len(outputs[1]) == 7 and outputs[3] == outputs[1]
+
+
+def _built_on(device: str) -> str:
+    return device
+
+
+def test_a_ray_driver_without_the_workers_device_builds_its_own_copy_on_the_cpu():
+    """`--engine ray --device cuda` from a machine without that GPU (a cluster's head node): the driver's copy of
+    the model (it checks that the model loads and encodes the labels once) is built on the CPU, the copies sent to
+    the workers on the GPU; the local engine refuses the device before any work."""
+    missing = "cuda:63"
+    on_ray = EngineConfig(engine="ray")
+    assert driver_device(on_ray, missing) == "cpu" and driver_device(on_ray, "cpu") == "cpu"
+    assert driver_device(EngineConfig(), missing) == missing
+    with pytest.raises(ConfigError, match="not available here"):
+        create_engine(EngineConfig(), "freelabel-toy", missing)
+    factory = model_factory(_built_on, on_ray, missing)
+    assert factory() == "cpu"
+    assert pickle.loads(pickle.dumps(factory))() == missing  # what a worker builds
+    assert model_factory(_built_on, EngineConfig(), "cpu")() == "cpu"

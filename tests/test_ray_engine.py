@@ -160,3 +160,15 @@ def test_an_address_nobody_listens_on_is_one_error_line(data, tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1 and "cannot join the Ray cluster at 127.0.0.1:1" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_driver_without_the_workers_gpu_starts_them_and_their_refusal_is_the_error(data, cluster, tmp_path):
+    """`--device cuda:63` from a machine without it: the driver builds its own copy of the model on the CPU and
+    starts the workers (on a cluster, the GPU nodes); here they lack the device too, so the run stops with their
+    reason, on one line."""
+    done = subprocess.run(_args(data, tmp_path / "out", "--engine", "ray", "--workers", "1", "--gpus-per-worker", "0",
+                                "--device", "cuda:63", "--address", cluster), capture_output=True, text=True,
+                          timeout=600)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert done.returncode != 0 and len(errors) == 1, done.stderr
+    assert "the Ray run stopped: device 'cuda:63' is not available here" in errors[0]

@@ -22,7 +22,8 @@ class ClipConfig:
     model: str = option("ViT-B-16", help="open_clip model name, hf-hub:ORG/REPO, local-dir:PATH, or freelabel-toy.")
     pretrained: str | None = option(None, help="Pretrained tag, checkpoint file or folder; None = the model's "
                                     "default; 'random' = no weights.")
-    device: str = option("cpu", help="Torch device for the model, e.g. cpu or cuda.")
+    device: str = option("cpu", help="Torch device for the model, e.g. cpu or cuda (with --engine ray: the workers' "
+                         "device, which the command's own machine need not have).")
     cache_dir: str | None = option(None, path="folder", help="Weight cache; None = $FREELABEL_CACHE_DIR, else the "
                                    "hub's and open_clip's own.")
     offline: bool | None = option(None, flag="--offline/--online", help="Never download; None = $FREELABEL_OFFLINE "
@@ -31,19 +32,21 @@ class ClipConfig:
                                     "$FREELABEL_TEXT_CACHE, else ~/.cache/freelabel/text-embeddings.")
 
     def __post_init__(self) -> None:
-        if self.device != "cpu":  # always there; checking it would import torch into commands that run no model
-            check_device(self.device)
+        # the name only: whether this machine has the device is checked where the model runs (a Ray run's workers
+        # may have GPUs its driver lacks); "cpu" is skipped so that a command without a model never imports torch
+        if self.device != "cpu":
+            check_device(self.device, here=False)
 
 
-def check_device(device: str | torch.device) -> torch.device:
-    """The torch device named by ``device``; ``ConfigError`` for a malformed name or a CUDA device this machine
-    does not have."""
+def check_device(device: str | torch.device, here: bool = True) -> torch.device:
+    """The torch device named by ``device``; ``ConfigError`` for a malformed name or (``here``) a CUDA device this
+    machine does not have."""
     import torch
 
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
         raise ConfigError(f"unknown device {device!r}; use e.g. cpu, cuda or cuda:1") from None
-    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+    if here and parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
         raise ConfigError(f"device {device!r} is not available here (CUDA devices: {torch.cuda.device_count()})")
     return parsed

@@ -46,17 +46,20 @@ class OncePerProcess:
     time, then returns that object. It pickles as ``build`` alone, so an engine can send it to worker processes,
     where each builds its own (a model loaded once in the driver is not shipped)."""
 
-    def __init__(self, build: Callable[[], Any]):
-        self.build = build
+    def __init__(self, build: Callable[[], Any], here: Callable[[], Any] | None = None):
+        """here: builds the object of the process that makes this factory instead of ``build`` (a Ray driver's copy
+        of the model on the CPU, when the workers' GPU is not on its machine); copies in other processes use
+        ``build``."""
+        self.build, self.here = build, here
         self._built: Any = None
 
     def __call__(self) -> Any:
         if self._built is None:
-            self._built = self.build()
+            self._built = (self.here or self.build)()
         return self._built
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"build": self.build, "_built": None}
+        return {"build": self.build, "here": None, "_built": None}
 
 
 def batches(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:

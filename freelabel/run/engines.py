@@ -3,12 +3,15 @@ process) or ``RayEngine`` (Ray actors, on this machine or a cluster)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from freelabel.cards import model_card
+from freelabel.clip.config import check_device
 from freelabel.config import option
 from freelabel.errors import ConfigError
-from freelabel.run.engine import Engine
+from freelabel.run.engine import Engine, OncePerProcess
 from freelabel.run.local import LocalEngine
 
 ENGINES = ("local", "ray")
@@ -50,11 +53,34 @@ def engine_option() -> EngineConfig:
 
 def create_engine(config: EngineConfig, model: str, device: str) -> Engine:
     """The engine ``config`` describes, for the CLIP ``model`` (its card gives the batch size) on ``device`` (where
-    each copy of the model runs). ``ConfigError`` when Ray is asked for and not installed."""
+    each copy of the model runs). ``ConfigError`` when Ray is asked for and not installed, or the local engine is
+    asked for a device this machine does not have."""
     batch_size = config.batch_size or model_card(model).batch_size_on(device)
     if config.engine == "local":
+        check_device(device)
         return LocalEngine(batch_size)
     from freelabel.run.ray_engine import RayEngine
 
     gpus = config.gpus_per_worker if config.gpus_per_worker is not None else float(device.startswith("cuda"))
     return RayEngine(batch_size, config.workers, gpus, config.address)
+
+
+def driver_device(config: EngineConfig, device: str) -> str:
+    """Where the command's own process builds its copy of the model (it checks that the model loads and encodes the
+    labels once for every worker, before any image): ``device``, except for a Ray run from a machine without it (a
+    cluster's head node without a GPU): the CPU. The workers load on ``device`` on their own nodes; one that cannot
+    stops the run with the reason."""
+    if config.engine == "ray" and device != "cpu":
+        try:
+            check_device(device)
+        except ConfigError:
+            return "cpu"
+    return device
+
+
+def model_factory(build: Callable[[str], Any], config: EngineConfig, device: str) -> OncePerProcess:
+    """The once-per-process factory of a labelling command's model: ``build(device)`` (picklable, e.g. a
+    ``functools.partial``) in the engine's workers, ``build(driver_device(config, device))`` in this process."""
+    driver = driver_device(config, device)
+    return OncePerProcess(functools.partial(build, device),
+                          here=None if driver == device else functools.partial(build, driver))

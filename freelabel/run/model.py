@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from freelabel.clip.config import ClipConfig
 from freelabel.pseudo.config import LabelerConfig
 from freelabel.segmentation import ImageSegmenter
+
+if TYPE_CHECKING:
+    from freelabel.pseudo.labeler import Labeler
 
 
 def load_image_segmenter(checkpoint: str | Path | None, clip: ClipConfig, labeler: LabelerConfig | None
@@ -21,3 +26,11 @@ def load_image_segmenter(checkpoint: str | Path | None, clip: ClipConfig, labele
     if checkpoint:
         return Segmenter.from_run(checkpoint, clip.device)
     return Labeler(clip_config=clip, config=labeler)
+
+
+def labeler_on(clip: ClipConfig, config: LabelerConfig | None, device: str) -> Labeler:
+    """The ``Labeler`` with the settings ``config`` on the CLIP ``clip`` describes, on ``device`` (which replaces
+    ``clip.device``: the engines' model factories pass the device last, see ``freelabel.run.engines.model_factory``)."""
+    from freelabel.pseudo.labeler import Labeler
+
+    return Labeler(clip_config=dataclasses.replace(clip, device=device), config=config)

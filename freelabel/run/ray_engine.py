@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import socket
 import threading
 from pathlib import Path
@@ -31,6 +32,8 @@ from freelabel.io.images import read_ahead
 from freelabel.run.engine import BatchWorker, Item
 
 RAY_MISSING = "--engine ray needs Ray Data: pip install 'freelabel[ray]'"
+# a line of a worker's traceback that raises one of freelabel's errors; its message
+FREELABEL_ERROR_LINE = re.compile(r"\b(?:FreelabelError|ConfigError|RunStoppedError): (.+)$", re.MULTILINE)
 
 
 class RayEngine:
@@ -185,11 +188,15 @@ def _check_reachable(address: str | None) -> None:
 
 
 def _reason(error: BaseException) -> str:
-    """The message of the error at the root of a Ray error, on one line (Ray wraps a worker's error in its own)."""
-    cause = error
-    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
-        cause = cause.cause
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    freelabel = [line for line in lines if "FreelabelError:" in line]
-    return (freelabel[-1].split("FreelabelError:", 1)[1].strip() if freelabel else lines[-1] if lines
-            else type(cause).__name__)
+    """The message of the error at the root of a Ray error, on one line. Ray wraps a worker's error in its own and
+    keeps the worker's traceback only in the outer ones' text: the last line there that raises one of freelabel's
+    errors is the reason, else the last line of the innermost error."""
+    chain = [error]
+    while getattr(chain[-1], "cause", None) is not None and chain[-1].cause is not chain[-1]:
+        chain.append(chain[-1].cause)
+    for wrapped in chain:
+        raised = FREELABEL_ERROR_LINE.findall(str(wrapped))
+        if raised:
+            return raised[-1].strip()
+    lines = [line.strip() for line in str(chain[-1]).splitlines() if line.strip()]
+    return lines[-1] if lines else type(chain[-1]).__name__
